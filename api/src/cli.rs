@@ -1,0 +1,142 @@
+//! The command line: `serve`, `migrate`, `admin create-operator`.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{CommonSettings, LogFormat, ServeSettings};
+use crate::domain::accounts;
+use crate::domain::clock::SystemClock;
+use crate::domain::Error;
+use crate::server::Application;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marketplace",
+    version,
+    about = "A self-hostable data marketplace: catalog, access grants, metering and billing."
+)]
+pub struct Cli {
+    /// A TOML file of settings (keys are the flags' names); flags and environment win over it.
+    #[arg(long, env = "MARKETPLACE_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonSettings,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve(ServeSettings),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Platform administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform user (the platform organization is created on first use). The
+    /// password is read from standard input.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = PlatformRole::Operator)]
+        role: PlatformRole,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlatformRole {
+    Operator,
+    Finance,
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing(cli.common.log_format);
+    match cli.command {
+        Command::Serve(serve) => {
+            let listen = serve.listen.clone();
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(&cli.common, serve, Arc::new(SystemClock))?;
+                tracing::info!(%listen, port = app.port(), "marketplace serving");
+                app.run_until_stopped().await.context("server failed")
+            })
+        }
+        Command::Migrate => {
+            cli.common.ensure_data_dir()?;
+            let manager = schema::ConnectionManager::new(&cli.common.database_url());
+            let mut conn = manager
+                .establish()
+                .context("cannot connect to the database")?;
+            let applied = schema::migrate(&mut conn)?;
+            println!("{applied} migration(s) applied");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::CreateOperator { email, name, role },
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            cli.common.ensure_data_dir()?;
+            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let mut conn = pool.get()?;
+            let role = match role {
+                PlatformRole::Operator => "operator",
+                PlatformRole::Finance => "finance",
+            };
+            let user = accounts::create_platform_user(
+                &mut conn,
+                &SystemClock,
+                &email,
+                &name,
+                password,
+                role,
+            )
+            .map_err(describe)?;
+            println!("created {} user {} ({})", user.role, user.email, user.id);
+            Ok(())
+        }
+    }
+}
+
+fn describe(e: Error) -> anyhow::Error {
+    match e {
+        Error::Validation(errors) => anyhow::anyhow!(
+            "invalid input: {}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    }
+}

@@ -1,0 +1,195 @@
+//! Configuration: command-line flags, each with an environment variable and a default; an
+//! optional TOML file fills in what neither sets (flags > environment > file > default).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+/// Settings every command needs: where data lives and which database.
+#[derive(Debug, Clone, Args)]
+pub struct CommonSettings {
+    /// Directory for the SQLite file, local objects and mail files.
+    #[arg(
+        long,
+        env = "MARKETPLACE_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: `sqlite://<data dir>/marketplace.sqlite3`.
+    #[arg(long, env = "MARKETPLACE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Database connections per process.
+    #[arg(
+        long,
+        env = "MARKETPLACE_DATABASE_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
+    pub database_pool_size: u32,
+
+    /// Log format: `text` for people, `json` for log collectors. Levels come from `RUST_LOG`.
+    #[arg(long, env = "MARKETPLACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl CommonSettings {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("marketplace.sqlite3").display()
+            )
+        })
+    }
+
+    /// Creates the data directory, where the default database and local files live.
+    pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                self.data_dir.display()
+            )
+        })
+    }
+}
+
+/// Settings of `marketplace serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    /// Address and port to listen on.
+    #[arg(long, env = "MARKETPLACE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Sign-up, token and refresh requests per minute per client address.
+    #[arg(long, env = "MARKETPLACE_AUTH_RATE_LIMIT", default_value_t = 20)]
+    pub auth_rate_limit: u32,
+
+    /// Comma-separated proxy addresses or networks whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "MARKETPLACE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "MARKETPLACE_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl: i64,
+
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "MARKETPLACE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: "127.0.0.1:0".into(),
+            auth_rate_limit: 20,
+            trusted_proxies: Vec::new(),
+            access_token_ttl: 900,
+            workers: None,
+        }
+    }
+}
+
+fn parse_network(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or network"))
+}
+
+/// Reads the config file named by `--config FILE` or `MARKETPLACE_CONFIG` and exports each
+/// key as its `MARKETPLACE_*` variable unless that is already set. Keys are the flags' names
+/// (`listen = "0.0.0.0:8080"`, `auth_rate_limit = 50`).
+pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
+    let from_flag = args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| PathBuf::from(&w[1]))
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(PathBuf::from))
+        });
+    let Some(path) =
+        from_flag.or_else(|| std::env::var_os("MARKETPLACE_CONFIG").map(PathBuf::from))
+    else {
+        return Ok(());
+    };
+    for (name, value) in read_config(&path)? {
+        if std::env::var_os(&name).is_none() {
+            // Runs first thing in main, before any thread exists.
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(())
+}
+
+fn read_config(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => anyhow::bail!("config key `{key}`: unsupported value {other}"),
+            };
+            Ok((
+                format!("MARKETPLACE_{}", key.to_ascii_uppercase().replace('-', "_")),
+                value,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_keys_become_variables() {
+        let dir = std::env::temp_dir().join(format!("mkt-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("marketplace.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\nauth_rate_limit = 5\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n")
+            .unwrap();
+        let mut vars = read_config(&file).unwrap();
+        vars.sort();
+        assert_eq!(
+            vars,
+            vec![
+                ("MARKETPLACE_AUTH_RATE_LIMIT".to_string(), "5".to_string()),
+                ("MARKETPLACE_LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+                (
+                    "MARKETPLACE_TRUSTED_PROXIES".to_string(),
+                    "10.0.0.0/8,127.0.0.1".to_string()
+                ),
+            ]
+        );
+        assert!(parse_network("10.1.2.3").is_ok());
+        assert!(parse_network("nonsense").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The audit trail: every state change of money or access, and every data read.
+
+use diesel::prelude::*;
+use schema::models::AuditEvent;
+use schema::schema::audit_events;
+use schema::DbConnection;
+
+use super::clock::{db_time, Clock};
+use super::error::Result;
+use super::ids::new_id;
+
+/// One thing that happened: who (a user or key id), what, to which object.
+pub struct Entry<'a> {
+    pub organization_id: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub subject: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// Records the entry; call it inside the transaction of the change it describes.
+pub fn record(conn: &mut DbConnection, clock: &dyn Clock, entry: Entry<'_>) -> Result<()> {
+    diesel::insert_into(audit_events::table)
+        .values(AuditEvent {
+            id: new_id("aud"),
+            organization_id: entry.organization_id.to_string(),
+            actor: entry.actor.to_string(),
+            action: entry.action.to_string(),
+            subject: entry.subject.to_string(),
+            grant_id: None,
+            detail: entry.detail.to_string(),
+            client_address: None,
+            created_at: db_time(clock.now()),
+        })
+        .execute(conn)?;
+    Ok(())
+}

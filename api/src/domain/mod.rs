@@ -1,0 +1,17 @@
+//! The use cases and their rules. No actix, no HTML: typed inputs, a connection, a result.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod ids;
+pub mod pagination;
+pub mod passwords;
+pub mod secrets;
+pub mod tokens;
+pub mod validate;
+
+pub use error::{Error, FieldError, Result};

@@ -1,0 +1,262 @@
+//! Cross-cutting request handling: request ids, logs and metrics; panics caught; every error
+//! a problem document; idempotency keys on POST.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use actix_web::body::{to_bytes, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, ResponseError};
+use futures_util::{FutureExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::domain::idempotency::{self, Begin, RequestKey, StoredResponse};
+use crate::domain::ids::new_id;
+use crate::domain::Error;
+use crate::routes::extract::{authenticate, client_address, JSON_LIMIT};
+use crate::routes::problem::{Problem, PROBLEM_JSON};
+use crate::routes::respond::CarriesSecret;
+use crate::state::State;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| new_id("req"))
+}
+
+/// Gives each request an id (echoed in `X-Request-Id`), a log span, a log line and metrics.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = request_id(&req);
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let state = req.app_data::<State>().cloned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let started = Instant::now();
+    // No clone of the request may live across `next.call`: routing needs it unshared.
+    let outcome = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let (status, route) = match &outcome {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into()),
+        ),
+        Err(e) => (
+            e.as_response_error().status_code().as_u16(),
+            "unmatched".into(),
+        ),
+    };
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe(&method, &route, status, elapsed.as_secs_f64());
+    }
+    span.in_scope(
+        || tracing::info!(status, micros = elapsed.as_micros() as u64, %route, "request handled"),
+    );
+    let mut response = outcome?.map_into_boxed_body();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(response)
+}
+
+/// A panicking handler becomes an opaque, logged 500 instead of a dropped connection.
+/// (The error is rendered by `Error`'s problem response; the request is gone by then.)
+pub async fn catch_panic(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(outcome) => outcome.map(ServiceResponse::map_into_boxed_body),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::internal(format!("handler panicked: {what}")).into())
+        }
+    }
+}
+
+/// Turns every error the framework answers by itself (unknown route, wrong method, bad path
+/// or query) into a problem document; the handlers' own errors are problems already.
+pub async fn problems_everywhere(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let response = next.call(req).await?.map_into_boxed_body();
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON));
+    if !status.is_client_error() && !status.is_server_error() || is_problem {
+        return Ok(response);
+    }
+    let (req, old) = response.into_parts();
+    let mut problem = Problem::for_status(status).response();
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(req, problem))
+}
+
+/// `Idempotency-Key` on POST: the first response is stored and replayed to retries, keyed by
+/// caller, method, path and key; see `domain::idempotency`.
+pub async fn idempotency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let key_header = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string));
+    let (Method::POST, Some(raw_key)) = (req.method().clone(), key_header) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let Some(state) = req.app_data::<State>().cloned() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let caller = match authenticate(req.request()).await {
+        Ok(Some(caller)) => caller.principal(),
+        Ok(None) => match client_address(req.request(), &state.settings.trusted_proxies) {
+            Some(ip) => format!("anonymous:{ip}"),
+            None => "anonymous".into(),
+        },
+        // Bad credentials: let the handler answer 401 as it would without the key.
+        Err(_) => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body)
+        }
+    };
+    let fail = |req: ServiceRequest, e: Error| Ok(req.into_response(e.error_response()));
+    let key = match raw_key
+        .map_err(|_| idempotency::invalid_key())
+        .and_then(|k| RequestKey::new(caller, "POST".into(), req.path().to_string(), &k))
+    {
+        Ok(k) => k,
+        Err(e) => return fail(req, e),
+    };
+    let target = match req.uri().query() {
+        Some(q) => format!("{}?{q}", req.path()),
+        None => req.path().to_string(),
+    };
+
+    // Read the body once to hash it, then hand it on to the handler.
+    let (http_request, mut payload) = req.into_parts();
+    let mut body = Vec::new();
+    let mut too_large = false;
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else { break };
+        if body.len() + chunk.len() > JSON_LIMIT {
+            too_large = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(target.as_bytes());
+    hasher.update([0]);
+    hasher.update(&body);
+    let request_hash = hex::encode(hasher.finalize());
+    let req = ServiceRequest::from_parts(http_request, Payload::from(Bytes::from(body)));
+    if too_large {
+        return fail(req, Error::PayloadTooLarge { limit: JSON_LIMIT });
+    }
+
+    let (clock, begin_key) = (state.clock.clone(), key.clone());
+    match state
+        .db(move |conn| idempotency::begin(conn, clock.as_ref(), &begin_key, &request_hash))
+        .await
+    {
+        Ok(Begin::Proceed) => {}
+        Ok(Begin::Replay(stored)) => {
+            let mut response =
+                HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
+            if let Some(ct) = stored.content_type {
+                response.insert_header((header::CONTENT_TYPE, ct));
+            }
+            response.insert_header(("Idempotent-Replayed", "true"));
+            return Ok(req.into_response(response.body(stored.body)));
+        }
+        Err(e) => return fail(req, e),
+    }
+
+    let outcome = next.call(req).await;
+    let response = match outcome {
+        Ok(r) if r.status().is_success() => r.map_into_boxed_body(),
+        other => {
+            let k = key.clone();
+            if let Err(e) = state.db(move |conn| idempotency::abandon(conn, &k)).await {
+                tracing::warn!(error = %e, "could not release an idempotency key");
+            }
+            return other.map(ServiceResponse::map_into_boxed_body);
+        }
+    };
+    if response
+        .response()
+        .extensions()
+        .get::<CarriesSecret>()
+        .is_some()
+    {
+        state
+            .db(move |conn| idempotency::mark_not_stored(conn, &key))
+            .await?;
+        return Ok(response);
+    }
+    let status = response.status();
+    let (req, res) = response.into_parts();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (head, body) = res.into_parts();
+    let bytes = to_bytes(body)
+        .await
+        .map_err(|_| Error::internal("response body could not be read"))?;
+    let stored = StoredResponse {
+        status: status.as_u16(),
+        content_type,
+        body: bytes.to_vec(),
+    };
+    state
+        .db(move |conn| idempotency::complete(conn, &key, &stored))
+        .await?;
+    Ok(ServiceResponse::new(
+        req,
+        head.set_body(bytes).map_into_boxed_body(),
+    ))
+}

@@ -1,0 +1,263 @@
+//! Extractors: a handler that takes one of these cannot run without what it names.
+
+use std::net::IpAddr;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use governor::clock::{Clock as _, DefaultClock};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::domain::accounts;
+use crate::domain::auth::Caller;
+use crate::domain::pagination::PageRequest;
+use crate::domain::secrets;
+use crate::domain::tokens::{API_KEY_PREFIX, JWT_PURPOSE};
+use crate::domain::{Error, FieldError};
+use crate::state::State;
+
+/// The largest JSON body accepted (DESIGN: 1 MiB, 413 beyond).
+pub const JSON_LIMIT: usize = 1024 * 1024;
+
+fn state(req: &HttpRequest) -> Result<State, Error> {
+    req.app_data::<State>()
+        .cloned()
+        .ok_or_else(|| Error::internal("application state missing"))
+}
+
+/// A JSON body parsed into `T`; a broken one is refused naming the field's path.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > JSON_LIMIT) {
+                return Err(Error::PayloadTooLarge { limit: JSON_LIMIT }.into());
+            }
+            if let Some(ct) = content_type {
+                let essence = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if essence != "application/json" && !essence.ends_with("+json") {
+                    return Err(Error::UnsupportedMediaType(format!(
+                        "{essence}; send application/json"
+                    ))
+                    .into());
+                }
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| Error::MalformedBody(e.to_string()))?;
+                if body.len() + chunk.len() > JSON_LIMIT {
+                    return Err(Error::PayloadTooLarge { limit: JSON_LIMIT }.into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(JsonBody).map_err(Into::into)
+        })
+    }
+}
+
+/// Parses JSON, telling a syntax error (400) from a value that breaks the shape (422, with
+/// the path of the offending field, such as `events[1].quantity`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| Error::MalformedBody(e.to_string()))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    Err(Error::Validation(vec![field_error(&path, &inner)]))
+                }
+                _ => Err(Error::MalformedBody(inner.to_string())),
+            }
+        }
+    }
+}
+
+fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
+    // serde appends " at line L column C"; the field path says where already.
+    let full = error.to_string();
+    let message = full.split(" at line ").next().unwrap_or(&full).to_string();
+    let parent = if path == "." { "" } else { path };
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        let field = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        };
+        return FieldError::new(field, "is required");
+    }
+    let field = if parent.is_empty() {
+        "body".to_string()
+    } else {
+        parent.to_string()
+    };
+    FieldError::new(field, message)
+}
+
+/// The authenticated caller (access token or API key), or 401.
+pub struct Authenticated(pub Caller);
+
+impl FromRequest for Authenticated {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            match authenticate(&req).await? {
+                Some(caller) => Ok(Authenticated(caller)),
+                None => Err(Error::Unauthorized(
+                    "send Authorization: Bearer <access token or API key>",
+                )
+                .into()),
+            }
+        })
+    }
+}
+
+/// The caller if credentials were sent; `Ok(None)` when none were; 401 when they are bad.
+/// The result is kept in the request, so middleware and handler authenticate once.
+pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        return Ok(Some(caller.clone()));
+    }
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let credential = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::Unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+        ))?
+        .to_string();
+    let state = state(req)?;
+    let caller = if credential.starts_with(API_KEY_PREFIX) {
+        state
+            .db(move |conn| accounts::caller_for_api_key(conn, &credential))
+            .await?
+    } else {
+        if state.tokens.unknown_kid(&credential).is_some() {
+            // Another instance may have rotated the signing key since we started.
+            let keys = state.db(|conn| secrets::all(conn, JWT_PURPOSE)).await?;
+            state.tokens.learn(keys);
+        }
+        let claims = state.tokens.verify(&credential, state.clock.now())?;
+        state
+            .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
+            .await?
+    };
+    req.extensions_mut().insert(caller.clone());
+    Ok(Some(caller))
+}
+
+/// `limit` and `cursor` of a list request.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<PageRequest, Error> {
+        let limit = match &self.limit {
+            None => None,
+            Some(raw) => Some(
+                raw.parse::<i64>()
+                    .map_err(|_| Error::validation("limit", "must be an integer"))?,
+            ),
+        };
+        PageRequest::parse(limit, self.cursor.as_deref())
+    }
+}
+
+/// The client's address: the peer, or behind a trusted proxy the last untrusted address of
+/// `X-Forwarded-For`.
+pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let hops: Vec<IpAddr> = forwarded
+        .split(',')
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|net| net.contains(ip)))
+            .unwrap_or(peer),
+    )
+}
+
+/// Passes only while the client address is under the sign-in rate limit; 429 otherwise.
+pub struct AuthRateLimit;
+
+impl FromRequest for AuthRateLimit {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            check_auth_rate(req)
+                .map(|_| AuthRateLimit)
+                .map_err(Into::into),
+        )
+    }
+}
+
+fn check_auth_rate(req: &HttpRequest) -> Result<(), Error> {
+    let state = state(req)?;
+    let Some(address) = client_address(req, &state.settings.trusted_proxies) else {
+        return Ok(());
+    };
+    state.auth_limiter.check_key(&address).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        Error::RateLimited {
+            retry_after_secs: wait.as_secs() + 1,
+        }
+    })
+}

@@ -1,0 +1,84 @@
+//! The JSON face: every route of the API, in one table the spec test reads too.
+
+pub mod accounts;
+pub mod extract;
+pub mod ops;
+pub mod organization;
+pub mod problem;
+pub mod respond;
+
+use std::collections::BTreeMap;
+
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, Responder, Route};
+
+/// One route: method, path pattern (OpenAPI's `{param}` syntax, which actix shares) and handler.
+pub struct Entry {
+    pub method: Method,
+    pub path: &'static str,
+    pub route: Route,
+}
+
+fn entry<F, Args>(method: Method, path: &'static str, handler: F) -> Entry
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Entry {
+        route: web::method(method.clone()).to(handler),
+        method,
+        path,
+    }
+}
+
+/// Every route the server answers. `openapi.yaml` must describe exactly these.
+pub fn table() -> Vec<Entry> {
+    use Method as M;
+    vec![
+        entry(M::GET, "/healthz", ops::healthz),
+        entry(M::GET, "/readyz", ops::readyz),
+        entry(M::GET, "/metrics", ops::metrics),
+        entry(M::GET, "/openapi.yaml", ops::openapi),
+        entry(M::POST, "/v1/auth/signup", accounts::signup),
+        entry(M::POST, "/v1/auth/token", accounts::token),
+        entry(M::POST, "/v1/auth/refresh", accounts::refresh),
+        entry(M::GET, "/v1/me", accounts::me),
+        entry(
+            M::POST,
+            "/v1/organization/members",
+            organization::add_member,
+        ),
+        entry(
+            M::GET,
+            "/v1/organization/members",
+            organization::list_members,
+        ),
+        entry(
+            M::DELETE,
+            "/v1/organization/members/{id}",
+            organization::remove_member,
+        ),
+        entry(M::POST, "/v1/api-keys", organization::create_api_key),
+        entry(M::GET, "/v1/api-keys", organization::list_api_keys),
+        entry(M::DELETE, "/v1/api-keys/{id}", organization::revoke_api_key),
+    ]
+}
+
+/// Registers the table, one resource per path so a wrong method gets 405, not 404.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut by_path: BTreeMap<&'static str, Vec<Route>> = BTreeMap::new();
+    for e in table() {
+        by_path.entry(e.path).or_default().push(e.route);
+    }
+    for (path, routes) in by_path {
+        let mut resource = web::resource(path);
+        for route in routes {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+    // The API reference is a directory of static files, outside the contract's table.
+    cfg.route("/docs", web::get().to(ops::docs_index));
+    cfg.route("/docs/{tail:.*}", web::get().to(ops::docs_file));
+}

@@ -1,0 +1,107 @@
+//! Wiring: builds the pool, loads the signing keys, and starts the HTTP server on a listener
+//! (port 0 in tests, so they can read the port back).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::config::{CommonSettings, ServeSettings};
+use crate::domain::clock::SharedClock;
+use crate::domain::tokens::{TokenKeys, JWT_PURPOSE};
+use crate::domain::{idempotency, secrets, Error};
+use crate::middleware;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Connects and migrates the database, then binds `serve.listen`.
+    pub fn build(
+        common: &CommonSettings,
+        serve: ServeSettings,
+        clock: SharedClock,
+    ) -> anyhow::Result<Application> {
+        common.ensure_data_dir()?;
+        let pool = schema::connect(&common.database_url(), common.database_pool_size, true)
+            .context("cannot open the database")?;
+        let tokens = {
+            let mut conn = pool.get().context("cannot get a database connection")?;
+            let current = secrets::current_or_create(&mut conn, clock.as_ref(), JWT_PURPOSE)
+                .map_err(anyhow_of)?;
+            let all = secrets::all(&mut conn, JWT_PURPOSE).map_err(anyhow_of)?;
+            Arc::new(TokenKeys::new(current, all, serve.access_token_ttl))
+        };
+        let listener = TcpListener::bind(&serve.listen)
+            .with_context(|| format!("cannot listen on {}", serve.listen))?;
+        let port = listener.local_addr()?.port();
+        let workers = serve.workers;
+        let state = web::Data::new(AppState::new(pool, clock, tokens, serve));
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::configure)
+                .default_service(web::to(not_found))
+                .wrap(from_fn(middleware::idempotency))
+                .wrap(from_fn(middleware::problems_everywhere))
+                .wrap(from_fn(middleware::catch_panic))
+                .wrap(from_fn(middleware::observe))
+        })
+        .listen(listener)?;
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is told to stop, with the background housekeeping running.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let housekeeping = actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let clock = state.clock.clone();
+                match state
+                    .db(move |conn| idempotency::purge(conn, clock.as_ref()))
+                    .await
+                {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(purged = n, "expired idempotency keys removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+                }
+            }
+        });
+        let result = self.server.await;
+        housekeeping.abort();
+        result
+    }
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, Error> {
+    Err(Error::NotFound("route"))
+}
+
+fn anyhow_of(e: Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}

@@ -1,0 +1,61 @@
+//! What every request handler shares: the pool, the clock, signing keys, settings, limiters.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::web;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use schema::{DbConnection, DbPool};
+
+use crate::config::ServeSettings;
+use crate::domain::clock::SharedClock;
+use crate::domain::tokens::TokenKeys;
+use crate::domain::{Error, Result};
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    pub pool: DbPool,
+    pub clock: SharedClock,
+    pub tokens: Arc<TokenKeys>,
+    pub settings: ServeSettings,
+    /// Sign-up, token and refresh attempts per client address. Advisory, per process.
+    pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        pool: DbPool,
+        clock: SharedClock,
+        tokens: Arc<TokenKeys>,
+        settings: ServeSettings,
+    ) -> Self {
+        let per_minute = std::num::NonZeroU32::new(settings.auth_rate_limit.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        AppState {
+            pool,
+            clock,
+            tokens,
+            auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            metrics: Metrics::new(),
+            settings,
+        }
+    }
+
+    /// Runs database work on the blocking pool (diesel is synchronous), with a pooled connection.
+    pub async fn db<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+pub type State = web::Data<AppState>;

@@ -1,0 +1,1 @@
+//! Money and billing rules as pure functions over plain data.

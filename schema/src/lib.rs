@@ -1,0 +1,218 @@
+//! Persistence for the marketplace: one diesel code path over SQLite and PostgreSQL.
+//!
+//! The backend is chosen by the database URL. Everything above this crate talks to
+//! [`DbConnection`]; the few statements diesel cannot express through a `MultiConnection`
+//! branch per backend inside this crate.
+
+pub mod models;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use diesel;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// A connection to whichever database the URL names.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type DbPool = Pool<ConnectionManager>;
+pub type PooledDb = PooledConnection<ConnectionManager>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgresql,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgresql
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Opens connections for the pool; SQLite paths may be given as `sqlite://PATH` or `PATH`.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    url: String,
+    backend: Backend,
+}
+
+impl ConnectionManager {
+    pub fn new(url: &str) -> Self {
+        let backend = Backend::from_url(url);
+        let url = match backend {
+            Backend::Sqlite => url.strip_prefix("sqlite://").unwrap_or(url).to_string(),
+            Backend::Postgresql => url.to_string(),
+        };
+        ConnectionManager { url, backend }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn establish(&self) -> Result<DbConnection, diesel::ConnectionError> {
+        match self.backend {
+            Backend::Postgresql => Ok(DbConnection::Postgresql(PgConnection::establish(
+                &self.url,
+            )?)),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url)?;
+                // WAL lets readers run beside the writer; the busy timeout makes writers queue
+                // instead of failing; foreign keys are off in SQLite unless asked for.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        self.establish()
+            .map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+#[derive(Debug)]
+struct NoCustomization;
+impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for NoCustomization {}
+
+/// Applies the embedded migrations of the URL's backend; returns how many ran.
+pub fn migrate(conn: &mut DbConnection) -> Result<usize, DbSetupError> {
+    let migrations = match conn {
+        DbConnection::Postgresql(_) => POSTGRES_MIGRATIONS,
+        DbConnection::Sqlite(_) => SQLITE_MIGRATIONS,
+    };
+    let applied = match conn {
+        DbConnection::Postgresql(c) => c.run_pending_migrations(migrations).map(|v| v.len()),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(migrations).map(|v| v.len()),
+    };
+    applied.map_err(|e| DbSetupError::Migration(e.to_string()))
+}
+
+/// Reverts every applied migration (used by the migration round-trip test).
+pub fn revert_all(conn: &mut DbConnection) -> Result<(), DbSetupError> {
+    let result = match conn {
+        DbConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+        DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+    };
+    result.map_err(|e| DbSetupError::Migration(e.to_string()))
+}
+
+/// Builds the pool, after running migrations once on a dedicated connection.
+pub fn connect(url: &str, max_size: u32, run_migrations: bool) -> Result<DbPool, DbSetupError> {
+    let manager = ConnectionManager::new(url);
+    if run_migrations {
+        let mut conn = manager.establish()?;
+        migrate(&mut conn)?;
+    }
+    let pool = Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(Duration::from_secs(10))
+        .connection_customizer(Box::new(NoCustomization))
+        .build(manager)?;
+    Ok(pool)
+}
+
+/// True when the error means "try the transaction again": a PostgreSQL serialization failure
+/// or deadlock, or SQLite reporting the database busy.
+pub fn is_retryable(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("database is locked")
+                || message.contains("database table is locked")
+                || message.contains("deadlock detected")
+        }
+        _ => false,
+    }
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// The tables and their columns (name and a normalized type family), in order, for the
+/// schema-equivalence test of the two migration trees.
+pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<String>)>, DieselError> {
+    use diesel::sql_types::Text;
+    use diesel::{sql_query, QueryableByName, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        column_name: String,
+    }
+    let rows: Vec<Row> = match conn {
+        DbConnection::Postgresql(_) => sql_query(
+            "SELECT table_name::text AS table_name, column_name::text AS column_name \
+             FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND table_name <> '__diesel_schema_migrations' ORDER BY table_name, column_name",
+        )
+        .load(conn)?,
+        DbConnection::Sqlite(_) => sql_query(
+            "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m \
+             JOIN pragma_table_info(m.name) p WHERE m.type = 'table' \
+             AND m.name NOT LIKE 'sqlite_%' AND m.name <> '__diesel_schema_migrations' \
+             AND m.name NOT LIKE '%_fts%' ORDER BY m.name, p.name",
+        )
+        .load(conn)?,
+    };
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    for row in rows {
+        match tables.last_mut() {
+            Some((name, columns)) if *name == row.table_name => columns.push(row.column_name),
+            _ => tables.push((row.table_name, vec![row.column_name])),
+        }
+    }
+    Ok(tables)
+}
