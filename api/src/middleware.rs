@@ -260,3 +260,44 @@ pub async fn idempotency(
         head.set_body(bytes).map_into_boxed_body(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::from_fn;
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::*;
+
+    async fn boom() -> HttpResponse {
+        panic!("a bug in a handler")
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_handler_gives_an_opaque_problem_500() {
+        let app = test::init_service(
+            App::new()
+                .route("/boom", web::get().to(boom))
+                .wrap(from_fn(problems_everywhere))
+                .wrap(from_fn(catch_panic)),
+        )
+        .await;
+        let response =
+            test::try_call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
+        let error = match response {
+            Ok(r) => panic!("expected the panic as an error, got {}", r.status()),
+            Err(e) => e,
+        };
+        let rendered = error.error_response();
+        assert_eq!(rendered.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            rendered.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        let body = to_bytes(rendered.into_body()).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("internal_error") && !text.contains("a bug in a handler"),
+            "{text}"
+        );
+    }
+}

@@ -72,6 +72,11 @@ impl Application {
         self.port
     }
 
+    /// Stops the server from elsewhere (tests stop theirs when they end).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until the process is told to stop, with the background housekeeping running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();

@@ -331,7 +331,7 @@ fn start_session(
 }
 
 enum RefreshOutcome {
-    Renewed(Session),
+    Renewed(Box<Session>),
     /// A spent token came back: its whole family has been revoked (and that must commit).
     Reused,
     Invalid,
@@ -394,10 +394,10 @@ pub fn refresh(
         let role = Role::from_stored(&user.role, org.kind == "platform")
             .ok_or(Error::internal("unknown stored role"))?;
         start_session(conn, ctx, &user, &org, role, Some(&token.family_id))
-            .map(RefreshOutcome::Renewed)
+            .map(|s| RefreshOutcome::Renewed(Box::new(s)))
     })?;
     match outcome {
-        RefreshOutcome::Renewed(session) => Ok(session),
+        RefreshOutcome::Renewed(session) => Ok(*session),
         RefreshOutcome::Reused => Err(Error::Unauthorized(
             "this refresh token was already used; its session has been revoked",
         )),

@@ -82,6 +82,17 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 /// Parses JSON, telling a syntax error (400) from a value that breaks the shape (422, with
 /// the path of the offending field, such as `events[1].quantity`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    // Every request body is an object; serde would otherwise read an array as a struct.
+    if body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'{')
+    {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(Error::validation("body", "must be a JSON object")),
+            Err(e) => Err(Error::MalformedBody(e.to_string())),
+        };
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => {

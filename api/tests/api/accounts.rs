@@ -1,0 +1,373 @@
+//! Sign-up, sign-in, refresh, `/v1/me`, members and API keys, as clients use them.
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, PASSWORD};
+
+#[test]
+fn signup_then_me_shows_the_admin_of_the_new_organization() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let me = app.get("/v1/me", Some(&ada.token));
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.json["role"], "admin");
+    assert_eq!(me.json["user"]["email"], ada.email.as_str());
+    assert_eq!(me.json["organization"]["id"], ada.org_id.as_str());
+    assert!(ada.org_id.starts_with("org_") && ada.user_id.starts_with("usr_"));
+}
+
+#[test]
+fn signup_answers_with_tokens_and_refuses_a_taken_email() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let again = app.post(
+        "/v1/auth/signup",
+        None,
+        json!({"email": ada.email.to_uppercase(), "password": PASSWORD, "name": "Ada", "organization_name": "Other"}),
+    );
+    assert_eq!(again.problem(409), "email_taken");
+    let fresh = app.post(
+        "/v1/auth/signup",
+        None,
+        json!({"email": "new@example.com", "password": PASSWORD, "name": "New", "organization_name": "New Org"}),
+    );
+    assert_eq!(fresh.status, 201);
+    assert_eq!(fresh.json["token_type"], "Bearer");
+    assert!(fresh.json["expires_in"].as_i64().unwrap() > 0);
+    assert_eq!(fresh.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn sign_in_with_the_right_password_only() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let ok = app.sign_in(&ada.email, &ada.password);
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.json["role"], "admin");
+    let me = app.get("/v1/me", Some(ok.json["access_token"].as_str().unwrap()));
+    assert_eq!(me.status, 200);
+    assert_eq!(
+        app.sign_in(&ada.email, "wrong password entirely")
+            .problem(401),
+        "unauthorized"
+    );
+    assert_eq!(
+        app.sign_in("nobody@example.com", PASSWORD).problem(401),
+        "unauthorized"
+    );
+}
+
+#[test]
+fn refresh_rotates_and_reuse_of_a_spent_token_revokes_the_family() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let first = app.post(
+        "/v1/auth/refresh",
+        None,
+        json!({"refresh_token": ada.refresh}),
+    );
+    assert_eq!(first.status, 200, "{}", first.text);
+    let newer = first.json["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(newer, ada.refresh);
+    assert_eq!(
+        app.get("/v1/me", Some(first.json["access_token"].as_str().unwrap()))
+            .status,
+        200
+    );
+
+    // The spent token comes back: refused, and the whole family dies with it.
+    assert_eq!(
+        app.post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": ada.refresh})
+        )
+        .problem(401),
+        "unauthorized"
+    );
+    assert_eq!(
+        app.post("/v1/auth/refresh", None, json!({"refresh_token": newer}))
+            .problem(401),
+        "unauthorized"
+    );
+
+    // Another session of the same user is untouched.
+    let other = app.sign_in(&ada.email, &ada.password);
+    let other_refresh = other.json["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        app.post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": other_refresh})
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        app.post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": "mkt_rt_nonsense"})
+        )
+        .status,
+        401
+    );
+}
+
+#[test]
+fn api_keys_are_shown_once_work_and_die_when_revoked() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let created = app.post(
+        "/v1/api-keys",
+        Some(&ada.token),
+        json!({"name": "etl", "scopes": ["read"]}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let key = created.json["key"].as_str().unwrap().to_string();
+    let id = created.json["id"].as_str().unwrap().to_string();
+    assert!(key.starts_with("mkt_sk_") && id.starts_with("key_"));
+    assert_eq!(created.json["scopes"], json!(["read"]));
+
+    let me = app.get("/v1/me", Some(&key));
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json["credential"], "api_key");
+
+    let listed = app.get("/v1/api-keys", Some(&ada.token));
+    assert_eq!(listed.status, 200);
+    assert!(!listed.text.contains(&key), "the secret is never listed");
+    assert_eq!(listed.json["data"][0]["hint"], &key[key.len() - 4..]);
+
+    assert_eq!(
+        app.delete(&format!("/v1/api-keys/{id}"), Some(&ada.token))
+            .status,
+        204
+    );
+    assert_eq!(app.get("/v1/me", Some(&key)).problem(401), "unauthorized");
+    assert!(app.get("/v1/api-keys", Some(&ada.token)).json["data"][0]["revoked_at"].is_string());
+}
+
+#[test]
+fn key_rights_are_its_scopes_within_its_creators_role() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let (_, read_key) = app.api_key(&ada, &["read"]);
+    let (_, all_key) = app.api_key(&ada, &["read", "write", "billing"]);
+    // A read-scoped key cannot POST.
+    let r = app.post(
+        "/v1/organization/members",
+        Some(&read_key),
+        json!({"email": "x@example.com", "name": "X", "password": PASSWORD, "role": "member"}),
+    );
+    assert_eq!(r.problem(403), "forbidden");
+    // Even an all-scopes key never manages keys or members.
+    assert_eq!(
+        app.post("/v1/api-keys", Some(&all_key), json!({"name": "k"}))
+            .problem(403),
+        "forbidden"
+    );
+    let r = app.post(
+        "/v1/organization/members",
+        Some(&all_key),
+        json!({"email": "y@example.com", "name": "Y", "password": PASSWORD, "role": "member"}),
+    );
+    assert_eq!(r.problem(403), "forbidden");
+    assert_eq!(
+        app.get("/v1/api-keys", Some(&all_key)).problem(403),
+        "forbidden"
+    );
+    // Unknown scopes are named.
+    let bad = app.post(
+        "/v1/api-keys",
+        Some(&ada.token),
+        json!({"name": "k", "scopes": ["read", "admin"]}),
+    );
+    assert_eq!(bad.problem(422), "validation_failed");
+    assert_eq!(bad.fields(), vec!["scopes[1]"]);
+}
+
+#[test]
+fn members_get_roles_and_members_cannot_manage_the_organization() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let bob = app.add_member(&ada, "member");
+    let fin = app.add_member(&ada, "finance");
+    assert_eq!(app.get("/v1/me", Some(&bob.token)).json["role"], "member");
+    assert_eq!(app.get("/v1/me", Some(&fin.token)).json["role"], "finance");
+    assert_eq!(
+        app.post("/v1/api-keys", Some(&bob.token), json!({"name": "k"}))
+            .problem(403),
+        "forbidden"
+    );
+    let r = app.post(
+        "/v1/organization/members",
+        Some(&bob.token),
+        json!({"email": "z@example.com", "name": "Z", "password": PASSWORD, "role": "admin"}),
+    );
+    assert_eq!(r.problem(403), "forbidden");
+    let listed = app.all_pages("/v1/organization/members", &ada.token, 50);
+    assert_eq!(listed.len(), 3);
+    let bad_role = app.post(
+        "/v1/organization/members",
+        Some(&ada.token),
+        json!({"email": "q@example.com", "name": "Q", "password": PASSWORD, "role": "operator"}),
+    );
+    assert_eq!(bad_role.problem(422), "validation_failed");
+    assert_eq!(bad_role.fields(), vec!["role"]);
+}
+
+#[test]
+fn removing_a_member_ends_their_sessions_and_keys() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let second_admin = app.add_member(&ada, "admin");
+    let (_, their_key) = app.api_key(&second_admin, &["read"]);
+    assert_eq!(app.get("/v1/me", Some(&their_key)).status, 200);
+
+    let removed = app.delete(
+        &format!("/v1/organization/members/{}", second_admin.user_id),
+        Some(&ada.token),
+    );
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    assert_eq!(
+        app.get("/v1/me", Some(&their_key)).status,
+        401,
+        "their key dies"
+    );
+    assert_eq!(
+        app.get("/v1/me", Some(&second_admin.token)).status,
+        401,
+        "their access token dies"
+    );
+    assert_eq!(
+        app.post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": second_admin.refresh})
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        app.sign_in(&second_admin.email, PASSWORD).status,
+        401,
+        "they cannot sign in"
+    );
+    assert_eq!(
+        app.all_pages("/v1/organization/members", &ada.token, 50)
+            .len(),
+        1
+    );
+    // Removing twice, or yourself, is refused.
+    let again = app.delete(
+        &format!("/v1/organization/members/{}", second_admin.user_id),
+        Some(&ada.token),
+    );
+    assert_eq!(again.problem(404), "not_found");
+    let me = app.delete(
+        &format!("/v1/organization/members/{}", ada.user_id),
+        Some(&ada.token),
+    );
+    assert_eq!(me.problem(409), "cannot_remove_self");
+}
+
+#[test]
+fn another_organizations_members_and_keys_are_not_found() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let eve = app.signup();
+    let (key_id, _) = app.api_key(&ada, &["read"]);
+    assert_eq!(
+        app.delete(&format!("/v1/api-keys/{key_id}"), Some(&eve.token))
+            .problem(404),
+        "not_found"
+    );
+    assert_eq!(
+        app.delete(
+            &format!("/v1/organization/members/{}", ada.user_id),
+            Some(&eve.token)
+        )
+        .problem(404),
+        "not_found"
+    );
+    let eve_members = app.all_pages("/v1/organization/members", &eve.token, 50);
+    assert_eq!(eve_members.len(), 1);
+    assert!(app.get("/v1/api-keys", Some(&eve.token)).json["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn cursor_pages_cover_the_list_exactly_once() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    for _ in 0..4 {
+        app.add_member(&ada, "member");
+    }
+    let one_by_one = app.all_pages("/v1/organization/members", &ada.token, 1);
+    let all = app.all_pages("/v1/organization/members", &ada.token, 200);
+    assert_eq!(one_by_one.len(), 5);
+    assert_eq!(one_by_one, all);
+    let bad = app.get("/v1/organization/members?limit=500", Some(&ada.token));
+    assert_eq!(bad.fields(), vec!["limit"]);
+    let bad = app.get("/v1/organization/members?cursor=garbage!", Some(&ada.token));
+    assert_eq!(bad.fields(), vec!["cursor"]);
+}
+
+#[test]
+fn platform_users_come_from_the_command_line() {
+    let app = TestApp::spawn();
+    let run = |email: &str, role: &str, password: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_marketplace"))
+            .args([
+                "admin",
+                "create-operator",
+                "--email",
+                email,
+                "--name",
+                "Platform",
+                "--role",
+                role,
+            ])
+            .env("MARKETPLACE_DATABASE_URL", &app.db.url)
+            .env("MARKETPLACE_DATA_DIR", app.data_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("marketplace binary runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("ops@example.com", "operator", PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run("fin@example.com", "finance", PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run("short@example.com", "operator", "short");
+    assert!(!out.status.success(), "a short password is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+
+    let ops = app.sign_in("ops@example.com", PASSWORD);
+    assert_eq!(ops.json["role"], "operator");
+    let fin = app.sign_in("fin@example.com", PASSWORD);
+    assert_eq!(fin.json["role"], "finance");
+    assert_eq!(
+        ops.json["organization"]["id"], fin.json["organization"]["id"],
+        "one platform organization"
+    );
+}

@@ -1,0 +1,9 @@
+//! API tests: each spawns the server on a random port over its own database and talks HTTP.
+//! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres` runs them on PostgreSQL.
+
+mod accounts;
+mod errors;
+mod helpers;
+mod idempotency;
+mod operations;
+mod tokens;
