@@ -246,13 +246,8 @@ pub fn signup(
         audit::record(
             conn,
             ctx.clock,
-            Entry {
-                organization_id: &org.id,
-                actor: &row.id,
-                action: "organization.created",
-                subject: &org.id,
-                detail: serde_json::json!({ "name": org.name }),
-            },
+            Entry::new(&org.id, &row.id, "organization.created", &org.id)
+                .detail(serde_json::json!({ "name": org.name })),
         )?;
         start_session(conn, ctx, &row, &org, Role::Admin, None)
     })
@@ -381,13 +376,12 @@ pub fn refresh(
             audit::record(
                 conn,
                 ctx.clock,
-                Entry {
-                    organization_id: &org.id,
-                    actor: &user.id,
-                    action: "refresh_token.reuse_detected",
-                    subject: &token.family_id,
-                    detail: serde_json::json!({}),
-                },
+                Entry::new(
+                    &org.id,
+                    &user.id,
+                    "refresh_token.reuse_detected",
+                    &token.family_id,
+                ),
             )?;
             return Ok(RefreshOutcome::Reused);
         }
@@ -551,13 +545,13 @@ pub fn add_member(
         audit::record(
             conn,
             clock,
-            Entry {
-                organization_id: &caller.organization_id,
-                actor: &caller.principal(),
-                action: "member.added",
-                subject: &row.id,
-                detail: serde_json::json!({ "role": role }),
-            },
+            Entry::new(
+                &caller.organization_id,
+                &caller.principal(),
+                "member.added",
+                &row.id,
+            )
+            .detail(serde_json::json!({ "role": role })),
         )?;
         Ok(member_view(row, platform))
     })
@@ -632,13 +626,12 @@ pub fn remove_member(
         audit::record(
             conn,
             clock,
-            Entry {
-                organization_id: &caller.organization_id,
-                actor: &caller.principal(),
-                action: "member.removed",
-                subject: user_id,
-                detail: serde_json::json!({}),
-            },
+            Entry::new(
+                &caller.organization_id,
+                &caller.principal(),
+                "member.removed",
+                user_id,
+            ),
         )
     })
 }
@@ -703,13 +696,13 @@ pub fn create_api_key(
         audit::record(
             conn,
             clock,
-            Entry {
-                organization_id: &caller.organization_id,
-                actor: &caller.principal(),
-                action: "api_key.created",
-                subject: &row.id,
-                detail: serde_json::json!({ "scopes": row.scopes }),
-            },
+            Entry::new(
+                &caller.organization_id,
+                &caller.principal(),
+                "api_key.created",
+                &row.id,
+            )
+            .detail(serde_json::json!({ "scopes": row.scopes })),
         )?;
         Ok(CreatedApiKey {
             id: row.id,
@@ -780,13 +773,12 @@ pub fn revoke_api_key(
             audit::record(
                 conn,
                 clock,
-                Entry {
-                    organization_id: &caller.organization_id,
-                    actor: &caller.principal(),
-                    action: "api_key.revoked",
-                    subject: key_id,
-                    detail: serde_json::json!({}),
-                },
+                Entry::new(
+                    &caller.organization_id,
+                    &caller.principal(),
+                    "api_key.revoked",
+                    key_id,
+                ),
             )?;
         }
         Ok(())
@@ -843,13 +835,8 @@ pub fn create_platform_user(
         audit::record(
             conn,
             clock,
-            Entry {
-                organization_id: &org_id,
-                actor: "cli",
-                action: "member.added",
-                subject: &row.id,
-                detail: serde_json::json!({ "role": role }),
-            },
+            Entry::new(&org_id, "cli", "member.added", &row.id)
+                .detail(serde_json::json!({ "role": role })),
         )?;
         Ok(member_view(row, true))
     })

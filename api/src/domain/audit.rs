@@ -18,6 +18,28 @@ pub struct Entry<'a> {
     pub detail: serde_json::Value,
 }
 
+impl<'a> Entry<'a> {
+    pub fn new(
+        organization_id: &'a str,
+        actor: &'a str,
+        action: &'a str,
+        subject: &'a str,
+    ) -> Self {
+        Entry {
+            organization_id,
+            actor,
+            action,
+            subject,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
 /// Records the entry; call it inside the transaction of the change it describes.
 pub fn record(conn: &mut DbConnection, clock: &dyn Clock, entry: Entry<'_>) -> Result<()> {
     diesel::insert_into(audit_events::table)

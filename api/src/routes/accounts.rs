@@ -4,28 +4,19 @@ use actix_web::HttpResponse;
 
 use super::extract::{AuthRateLimit, Authenticated, JsonBody};
 use super::respond::{json, secret};
-use crate::domain::accounts::{self, Context, RefreshRequest, SignupRequest, TokenRequest};
+use crate::domain::accounts::{
+    self, Context, RefreshRequest, Session, SignupRequest, TokenRequest,
+};
 use crate::domain::Result;
 use crate::state::State;
+use schema::DbConnection;
 
 pub async fn signup(
     _: AuthRateLimit,
     state: State,
     JsonBody(body): JsonBody<SignupRequest>,
 ) -> Result<HttpResponse> {
-    let st = state.clone();
-    let session = state
-        .db(move |conn| {
-            accounts::signup(
-                conn,
-                &Context {
-                    clock: st.clock.as_ref(),
-                    tokens: &st.tokens,
-                },
-                body,
-            )
-        })
-        .await?;
+    let session = with_session(state, body, accounts::signup).await?;
     Ok(secret(HttpResponse::Created(), &session))
 }
 
@@ -34,19 +25,7 @@ pub async fn token(
     state: State,
     JsonBody(body): JsonBody<TokenRequest>,
 ) -> Result<HttpResponse> {
-    let st = state.clone();
-    let session = state
-        .db(move |conn| {
-            accounts::sign_in(
-                conn,
-                &Context {
-                    clock: st.clock.as_ref(),
-                    tokens: &st.tokens,
-                },
-                body,
-            )
-        })
-        .await?;
+    let session = with_session(state, body, accounts::sign_in).await?;
     Ok(secret(HttpResponse::Ok(), &session))
 }
 
@@ -55,20 +34,29 @@ pub async fn refresh(
     state: State,
     JsonBody(body): JsonBody<RefreshRequest>,
 ) -> Result<HttpResponse> {
-    let st = state.clone();
-    let session = state
+    let session = with_session(state, body, accounts::refresh).await?;
+    Ok(secret(HttpResponse::Ok(), &session))
+}
+
+/// Runs a use case that ends in a signed-in session.
+async fn with_session<B: Send + 'static>(
+    state: State,
+    body: B,
+    use_case: fn(&mut DbConnection, &Context<'_>, B) -> Result<Session>,
+) -> Result<Session> {
+    let shared = state.clone();
+    state
         .db(move |conn| {
-            accounts::refresh(
+            use_case(
                 conn,
                 &Context {
-                    clock: st.clock.as_ref(),
-                    tokens: &st.tokens,
+                    clock: shared.clock.as_ref(),
+                    tokens: &shared.tokens,
                 },
                 body,
             )
         })
-        .await?;
-    Ok(secret(HttpResponse::Ok(), &session))
+        .await
 }
 
 pub async fn me(Authenticated(caller): Authenticated) -> HttpResponse {
