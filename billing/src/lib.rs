@@ -1,1 +1,4 @@
-//! Money and billing rules as pure functions over plain data.
+//! Money and billing rules as pure functions over plain data: no I/O, no database, no HTTP.
+
+pub mod currency;
+pub mod pricing;

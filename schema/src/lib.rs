@@ -179,8 +179,9 @@ pub fn is_unique_violation(error: &DieselError) -> bool {
     )
 }
 
-/// The tables and their columns (name and a normalized type family), in order, for the
-/// schema-equivalence test of the two migration trees.
+/// The tables and their column names, in order, for the schema-equivalence test of the two
+/// migration trees. Each backend's full-text machinery (SQLite's `listings_fts` tables,
+/// PostgreSQL's `search_vector` column) is left out: it differs by design.
 pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<String>)>, DieselError> {
     use diesel::sql_types::Text;
     use diesel::{sql_query, QueryableByName, RunQueryDsl};
@@ -196,7 +197,8 @@ pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<Strin
         DbConnection::Postgresql(_) => sql_query(
             "SELECT table_name::text AS table_name, column_name::text AS column_name \
              FROM information_schema.columns WHERE table_schema = current_schema() \
-             AND table_name <> '__diesel_schema_migrations' ORDER BY table_name, column_name",
+             AND table_name <> '__diesel_schema_migrations' AND column_name <> 'search_vector' \
+             ORDER BY table_name, column_name",
         )
         .load(conn)?,
         DbConnection::Sqlite(_) => sql_query(
@@ -215,4 +217,75 @@ pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<Strin
         }
     }
     Ok(tables)
+}
+
+/// The backend's dialect for the few things SQL spells differently: here, full-text search
+/// over listings (SQLite FTS5 with bm25, PostgreSQL `tsvector` with `ts_rank`).
+pub mod search {
+    use diesel::dsl::sql;
+    use diesel::expression::BoxableExpression;
+    use diesel::sql_types::{Bool, Double, Text};
+
+    use crate::DbConnection;
+
+    pub type Backend = <DbConnection as diesel::Connection>::Backend;
+    /// A condition or ranking usable in any query that selects from `listings` (joins too).
+    pub type Condition<QS> = Box<dyn BoxableExpression<QS, Backend, SqlType = Bool>>;
+    pub type Rank<QS> = Box<dyn BoxableExpression<QS, Backend, SqlType = Double>>;
+
+    /// Listings whose search document holds every term. `terms` are plain words (letters and
+    /// digits only), already split by [`terms`], so no query syntax reaches the engine.
+    pub fn matches<QS>(conn: &DbConnection, terms: &[String]) -> Condition<QS> {
+        match conn {
+            DbConnection::Sqlite(_) => Box::new(
+                sql::<Bool>(
+                    "listings.rowid IN (SELECT rowid FROM listings_fts WHERE listings_fts MATCH ",
+                )
+                .bind::<Text, _>(fts5_query(terms))
+                .sql(")"),
+            ),
+            DbConnection::Postgresql(_) => Box::new(
+                sql::<Bool>("listings.search_vector @@ plainto_tsquery('simple', ")
+                    .bind::<Text, _>(terms.join(" "))
+                    .sql(")"),
+            ),
+        }
+    }
+
+    /// How well a listing matches, larger is better (for ordering by relevance).
+    pub fn rank<QS>(conn: &DbConnection, terms: &[String]) -> Rank<QS> {
+        match conn {
+            DbConnection::Sqlite(_) => Box::new(
+                sql::<Double>(
+                    "(SELECT -bm25(listings_fts) FROM listings_fts WHERE listings_fts.rowid = listings.rowid \
+                     AND listings_fts MATCH ",
+                )
+                .bind::<Text, _>(fts5_query(terms))
+                .sql(")"),
+            ),
+            DbConnection::Postgresql(_) => Box::new(
+                sql::<Double>("ts_rank(listings.search_vector, plainto_tsquery('simple', ")
+                    .bind::<Text, _>(terms.join(" "))
+                    .sql("))::float8"),
+            ),
+        }
+    }
+
+    /// Each term quoted, so FTS5 reads them as words, all required.
+    fn fts5_query(terms: &[String]) -> String {
+        terms
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Splits free text into lower-case words of letters and digits, at most 16.
+    pub fn terms(text: &str) -> Vec<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|t| !t.is_empty())
+            .map(str::to_lowercase)
+            .take(16)
+            .collect()
+    }
 }

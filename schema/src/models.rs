@@ -95,3 +95,114 @@ pub struct AuditEvent {
     pub client_address: Option<String>,
     pub created_at: NaiveDateTime,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = listings)]
+pub struct Listing {
+    pub id: String,
+    pub organization_id: String,
+    pub title: String,
+    pub summary: String,
+    pub description: String,
+    /// JSON array of strings.
+    pub categories: String,
+    /// JSON array of strings.
+    pub tags: String,
+    pub visibility: String,
+    pub state: String,
+    /// Title, summary, description and tags, for full-text search.
+    pub search_document: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub published_at: Option<NaiveDateTime>,
+    pub archived_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = listing_labels)]
+pub struct ListingLabel {
+    pub listing_id: String,
+    pub organization_id: String,
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = listing_access)]
+pub struct ListingAccess {
+    pub listing_id: String,
+    pub organization_id: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = offers)]
+pub struct Offer {
+    pub id: String,
+    pub listing_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub currency: String,
+    pub billing_interval: String,
+    pub recurring_amount: i64,
+    pub term_months: i32,
+    /// JSON array of usage prices, as the API shows them.
+    pub usage_prices: String,
+    /// JSON array of metric names.
+    pub free_metrics: String,
+    pub trial_days: i32,
+    pub requires_approval: bool,
+    pub auto_renew_default: bool,
+    pub private: bool,
+    pub state: String,
+    pub created_at: NaiveDateTime,
+    pub archived_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = offer_access)]
+pub struct OfferAccess {
+    pub offer_id: String,
+    pub organization_id: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = datasets)]
+pub struct Dataset {
+    pub id: String,
+    pub listing_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = revisions)]
+pub struct Revision {
+    pub id: String,
+    pub dataset_id: String,
+    pub listing_id: String,
+    pub organization_id: String,
+    pub state: String,
+    pub comment: String,
+    pub revoke_reason: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub finalized_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = assets)]
+pub struct Asset {
+    pub id: String,
+    pub revision_id: String,
+    pub dataset_id: String,
+    pub listing_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub media_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub created_at: NaiveDateTime,
+}

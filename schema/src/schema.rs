@@ -95,6 +95,118 @@ diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 
+diesel::table! {
+    listings (id) {
+        id -> Text,
+        organization_id -> Text,
+        title -> Text,
+        summary -> Text,
+        description -> Text,
+        categories -> Text,
+        tags -> Text,
+        visibility -> Text,
+        state -> Text,
+        search_document -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        published_at -> Nullable<Timestamp>,
+        archived_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    listing_labels (listing_id, kind, value) {
+        listing_id -> Text,
+        organization_id -> Text,
+        kind -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    listing_access (listing_id, organization_id) {
+        listing_id -> Text,
+        organization_id -> Text,
+    }
+}
+
+diesel::table! {
+    offers (id) {
+        id -> Text,
+        listing_id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        currency -> Text,
+        billing_interval -> Text,
+        recurring_amount -> BigInt,
+        term_months -> Integer,
+        usage_prices -> Text,
+        free_metrics -> Text,
+        trial_days -> Integer,
+        requires_approval -> Bool,
+        auto_renew_default -> Bool,
+        private -> Bool,
+        state -> Text,
+        created_at -> Timestamp,
+        archived_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    offer_access (offer_id, organization_id) {
+        offer_id -> Text,
+        organization_id -> Text,
+    }
+}
+
+diesel::table! {
+    datasets (id) {
+        id -> Text,
+        listing_id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        description -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    revisions (id) {
+        id -> Text,
+        dataset_id -> Text,
+        listing_id -> Text,
+        organization_id -> Text,
+        state -> Text,
+        comment -> Text,
+        revoke_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        finalized_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    assets (id) {
+        id -> Text,
+        revision_id -> Text,
+        dataset_id -> Text,
+        listing_id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        media_type -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        storage_key -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(listings -> organizations (organization_id));
+diesel::joinable!(offers -> listings (listing_id));
+diesel::joinable!(datasets -> listings (listing_id));
+diesel::joinable!(revisions -> datasets (dataset_id));
+diesel::joinable!(assets -> revisions (revision_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -103,4 +215,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     server_secrets,
     idempotency_keys,
     audit_events,
+    listings,
+    listing_labels,
+    listing_access,
+    offers,
+    offer_access,
+    datasets,
+    revisions,
+    assets,
 );

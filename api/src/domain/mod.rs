@@ -3,11 +3,13 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod clock;
 pub mod db;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod markdown;
 pub mod pagination;
 pub mod passwords;
 pub mod secrets;

@@ -54,25 +54,41 @@ impl<T> Page<T> {
     /// Builds the page from `fetch()` rows; `key` gives each row's (created_at, id).
     pub fn from_rows<R>(
         request: &PageRequest,
-        mut rows: Vec<R>,
+        rows: Vec<R>,
         key: impl Fn(&R) -> (NaiveDateTime, String),
         present: impl Fn(R) -> T,
     ) -> Page<T> {
+        match Self::try_from_rows(request, rows, key, |r| {
+            Ok::<T, std::convert::Infallible>(present(r))
+        }) {
+            Ok(page) => page,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As `from_rows`, for a presentation that can fail (it reads more rows, say).
+    pub fn try_from_rows<R, E>(
+        request: &PageRequest,
+        mut rows: Vec<R>,
+        key: impl Fn(&R) -> (NaiveDateTime, String),
+        present: impl FnMut(R) -> Result<T, E>,
+    ) -> Result<Page<T>, E> {
         let more = rows.len() as i64 > request.limit;
         rows.truncate(request.limit as usize);
         let next_cursor = if more {
-            rows.last().map(|r| encode(&key(r)))
+            rows.last().map(|r| encode_key(&key(r)))
         } else {
             None
         };
-        Page {
-            data: rows.into_iter().map(present).collect(),
+        Ok(Page {
+            data: rows.into_iter().map(present).collect::<Result<_, E>>()?,
             next_cursor,
-        }
+        })
     }
 }
 
-fn encode((created_at, id): &(NaiveDateTime, String)) -> String {
+/// The cursor that resumes after the row with this (created_at, id).
+pub fn encode_key((created_at, id): &(NaiveDateTime, String)) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.and_utc().timestamp_micros()))
 }
 
@@ -113,7 +129,7 @@ mod tests {
         let at = chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456)
             .unwrap()
             .naive_utc();
-        let c = encode(&(at, "usr_abc".into()));
+        let c = encode_key(&(at, "usr_abc".into()));
         assert_eq!(decode(&c), Some((at, "usr_abc".to_string())));
         assert!(PageRequest::parse(None, Some("!!")).is_err());
         assert!(PageRequest::parse(Some(0), None).is_err());

@@ -82,6 +82,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 /// Parses JSON, telling a syntax error (400) from a value that breaks the shape (422, with
 /// the path of the offending field, such as `events[1].quantity`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    // No body reads as an empty object, so required fields are named as missing and
+    // bodies that are all optional may be left out.
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     // Every request body is an object; serde would otherwise read an array as a struct.
     if body
         .iter()
@@ -198,6 +205,33 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
     };
     req.extensions_mut().insert(caller.clone());
     Ok(Some(caller))
+}
+
+/// The caller if credentials were sent (catalog reads are open to anonymous callers).
+pub struct MaybeAuthenticated(pub Option<Caller>);
+
+impl MaybeAuthenticated {
+    /// The reading organization: `None` for anonymous callers; 403 for credentials that may
+    /// not read (a key without the `read` scope).
+    pub fn reader(&self) -> Result<Option<String>, Error> {
+        match &self.0 {
+            None => Ok(None),
+            Some(caller) => {
+                caller.require(crate::domain::auth::Capability::Read)?;
+                Ok(Some(caller.organization_id.clone()))
+            }
+        }
+    }
+}
+
+impl FromRequest for MaybeAuthenticated {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Ok(MaybeAuthenticated(authenticate(&req).await?)) })
+    }
 }
 
 /// `limit` and `cursor` of a list request.

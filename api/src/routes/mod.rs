@@ -1,6 +1,7 @@
 //! The JSON face: every route of the API, in one table the spec test reads too.
 
 pub mod accounts;
+pub mod catalog;
 pub mod extract;
 pub mod ops;
 pub mod organization;
@@ -62,6 +63,51 @@ pub fn table() -> Vec<Entry> {
         entry(M::POST, "/v1/api-keys", organization::create_api_key),
         entry(M::GET, "/v1/api-keys", organization::list_api_keys),
         entry(M::DELETE, "/v1/api-keys/{id}", organization::revoke_api_key),
+        entry(M::POST, "/v1/listings", catalog::create_listing),
+        entry(M::GET, "/v1/listings", catalog::list_listings),
+        entry(M::GET, "/v1/listings/{id}", catalog::get_listing),
+        entry(M::PATCH, "/v1/listings/{id}", catalog::update_listing),
+        entry(
+            M::POST,
+            "/v1/listings/{id}/publish",
+            catalog::publish_listing,
+        ),
+        entry(
+            M::POST,
+            "/v1/listings/{id}/archive",
+            catalog::archive_listing,
+        ),
+        entry(M::POST, "/v1/listings/{id}/offers", catalog::create_offer),
+        entry(M::GET, "/v1/listings/{id}/offers", catalog::list_offers),
+        entry(M::POST, "/v1/offers/{id}/archive", catalog::archive_offer),
+        entry(
+            M::POST,
+            "/v1/listings/{id}/datasets",
+            catalog::create_dataset,
+        ),
+        entry(M::GET, "/v1/listings/{id}/datasets", catalog::list_datasets),
+        entry(M::GET, "/v1/datasets/{id}", catalog::get_dataset),
+        entry(
+            M::POST,
+            "/v1/datasets/{id}/revisions",
+            catalog::create_revision,
+        ),
+        entry(
+            M::GET,
+            "/v1/datasets/{id}/revisions",
+            catalog::list_revisions,
+        ),
+        entry(M::GET, "/v1/revisions/{id}", catalog::get_revision),
+        entry(
+            M::POST,
+            "/v1/revisions/{id}/finalize",
+            catalog::finalize_revision,
+        ),
+        entry(
+            M::POST,
+            "/v1/revisions/{id}/revoke",
+            catalog::revoke_revision,
+        ),
     ]
 }
 

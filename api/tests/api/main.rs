@@ -2,6 +2,7 @@
 //! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres` runs them on PostgreSQL.
 
 mod accounts;
+mod catalog;
 mod errors;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,12 @@
+DROP TRIGGER listings_fts_update;
+DROP TRIGGER listings_fts_delete;
+DROP TRIGGER listings_fts_insert;
+DROP TABLE listings_fts;
+DROP TABLE assets;
+DROP TABLE revisions;
+DROP TABLE datasets;
+DROP TABLE offer_access;
+DROP TABLE offers;
+DROP TABLE listing_access;
+DROP TABLE listing_labels;
+DROP TABLE listings;
