@@ -86,7 +86,32 @@ pub struct ServeSettings {
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "MARKETPLACE_WORKERS")]
     pub workers: Option<usize>,
+
+    /// S3 bucket for asset bytes; unset: local files under `<data dir>/objects`.
+    /// Credentials come from the usual `AWS_*` variables.
+    #[arg(long, env = "MARKETPLACE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Endpoint of an S3-compatible service (`http://` allowed, for a local server).
+    #[arg(long, env = "MARKETPLACE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the bucket (default: `AWS_DEFAULT_REGION`, else `us-east-1`).
+    #[arg(long, env = "MARKETPLACE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Largest asset upload accepted, in bytes (413 beyond).
+    #[arg(long, env = "MARKETPLACE_MAX_ASSET_BYTES", default_value_t = DEFAULT_MAX_ASSET_BYTES)]
+    pub max_asset_bytes: u64,
+
+    /// Base of the absolute URLs the server hands out (signed download URLs), such as
+    /// `https://data.example.com`. Default: `http://<listen address>`.
+    #[arg(long, env = "MARKETPLACE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
+
+/// 5 GiB.
+pub const DEFAULT_MAX_ASSET_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 impl Default for ServeSettings {
     fn default() -> Self {
@@ -96,6 +121,11 @@ impl Default for ServeSettings {
             trusted_proxies: Vec::new(),
             access_token_ttl: 900,
             workers: None,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            max_asset_bytes: DEFAULT_MAX_ASSET_BYTES,
+            public_url: None,
         }
     }
 }

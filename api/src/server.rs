@@ -1,7 +1,7 @@
 //! Wiring: builds the pool, loads the signing keys, and starts the HTTP server on a listener
 //! (port 0 in tests, so they can read the port back).
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use anyhow::Context as _;
 
 use crate::config::{CommonSettings, ServeSettings};
 use crate::domain::clock::SharedClock;
+use crate::domain::storage::{Storage, StorageConfig};
 use crate::domain::tokens::{TokenKeys, JWT_PURPOSE};
 use crate::domain::{idempotency, secrets, Error};
 use crate::middleware;
@@ -44,8 +45,13 @@ impl Application {
         let listener = TcpListener::bind(&serve.listen)
             .with_context(|| format!("cannot listen on {}", serve.listen))?;
         let port = listener.local_addr()?.port();
+        let public_url = public_url(&serve, listener.local_addr()?)?;
+        let storage = Storage::open(&storage_config(common, &serve)?).map_err(anyhow_of)?;
+        tracing::info!(storage = storage.describe(), "asset storage");
         let workers = serve.workers;
-        let state = web::Data::new(AppState::new(pool, clock, tokens, serve));
+        let state = web::Data::new(AppState::new(
+            pool, clock, tokens, serve, storage, public_url,
+        ));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -105,6 +111,46 @@ impl Application {
 
 async fn not_found() -> Result<actix_web::HttpResponse, Error> {
     Err(Error::NotFound("route"))
+}
+
+/// Local files under `<data dir>/objects`, or the S3 bucket if one is named.
+fn storage_config(common: &CommonSettings, serve: &ServeSettings) -> anyhow::Result<StorageConfig> {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    match nonempty(&serve.s3_bucket) {
+        Some(bucket) => Ok(StorageConfig::S3 {
+            bucket,
+            endpoint: nonempty(&serve.s3_endpoint),
+            region: nonempty(&serve.s3_region),
+        }),
+        None if nonempty(&serve.s3_endpoint).is_some() => {
+            anyhow::bail!("MARKETPLACE_S3_ENDPOINT is set but MARKETPLACE_S3_BUCKET is not")
+        }
+        None => Ok(StorageConfig::Local {
+            root: common.data_dir.join("objects"),
+        }),
+    }
+}
+
+/// `MARKETPLACE_PUBLIC_URL`, or `http://` and the bound address (loopback for a wildcard).
+fn public_url(serve: &ServeSettings, bound: SocketAddr) -> anyhow::Result<String> {
+    if let Some(url) = serve.public_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#'])
+        {
+            anyhow::bail!(
+                "MARKETPLACE_PUBLIC_URL must be an http:// or https:// base URL, got `{url}`"
+            );
+        }
+        return Ok(url.to_string());
+    }
+    let mut address = bound;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Ok(format!("http://{address}"))
 }
 
 fn anyhow_of(e: Error) -> anyhow::Error {

@@ -9,6 +9,7 @@ use schema::{DbConnection, DbPool};
 
 use crate::config::ServeSettings;
 use crate::domain::clock::SharedClock;
+use crate::domain::storage::Storage;
 use crate::domain::tokens::TokenKeys;
 use crate::domain::{Error, Result};
 use crate::metrics::Metrics;
@@ -21,6 +22,10 @@ pub struct AppState {
     /// Sign-up, token and refresh attempts per client address. Advisory, per process.
     pub auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub metrics: Metrics,
+    /// Where asset bytes live.
+    pub storage: Storage,
+    /// Base of the absolute URLs handed out (signed download URLs), without a trailing `/`.
+    pub public_url: String,
 }
 
 impl AppState {
@@ -29,6 +34,8 @@ impl AppState {
         clock: SharedClock,
         tokens: Arc<TokenKeys>,
         settings: ServeSettings,
+        storage: Storage,
+        public_url: String,
     ) -> Self {
         let per_minute = std::num::NonZeroU32::new(settings.auth_rate_limit.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);
@@ -38,6 +45,8 @@ impl AppState {
             tokens,
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             metrics: Metrics::new(),
+            storage,
+            public_url,
             settings,
         }
     }

@@ -1,4 +1,5 @@
 //! Money and billing rules as pure functions over plain data: no I/O, no database, no HTTP.
 
 pub mod currency;
+pub mod periods;
 pub mod pricing;

@@ -289,3 +289,42 @@ pub mod search {
             .collect()
     }
 }
+
+/// Usage events: the batch insert that skips ids already stored (per backend, since
+/// `ON CONFLICT` does not compile through a `MultiConnection`).
+pub mod usage {
+    use diesel::prelude::*;
+
+    use crate::models::UsageEvent;
+    use crate::schema::usage_events;
+    use crate::DbConnection;
+
+    /// Inserts the events whose (sender, id) is new; returns how many were inserted.
+    /// PostgreSQL takes them in multi-row statements; SQLite (in-process, no round trips)
+    /// one statement a row, as diesel has no multi-row upsert for it.
+    pub fn insert_new(conn: &mut DbConnection, events: &[UsageEvent]) -> QueryResult<usize> {
+        let mut inserted = 0;
+        match conn {
+            DbConnection::Postgresql(c) => {
+                // 8 columns a row: 500 rows stay far below the bind-parameter limit.
+                for chunk in events.chunks(500) {
+                    inserted += diesel::insert_into(usage_events::table)
+                        .values(chunk)
+                        .on_conflict((usage_events::organization_id, usage_events::id))
+                        .do_nothing()
+                        .execute(c)?;
+                }
+            }
+            DbConnection::Sqlite(c) => {
+                for event in events {
+                    inserted += diesel::insert_into(usage_events::table)
+                        .values(event)
+                        .on_conflict((usage_events::organization_id, usage_events::id))
+                        .do_nothing()
+                        .execute(c)?;
+                }
+            }
+        }
+        Ok(inserted)
+    }
+}

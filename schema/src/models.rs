@@ -206,3 +206,59 @@ pub struct Asset {
     pub storage_key: String,
     pub created_at: NaiveDateTime,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = subscriptions)]
+pub struct Subscription {
+    pub id: String,
+    /// The subscriber.
+    pub organization_id: String,
+    pub provider_organization_id: String,
+    pub listing_id: String,
+    pub offer_id: String,
+    pub status: String,
+    pub message: String,
+    pub decision_reason: Option<String>,
+    /// JSON snapshot of the offer's prices, taken when the subscription becomes active.
+    pub prices: Option<String>,
+    pub trial_end: Option<NaiveDateTime>,
+    pub term_start: Option<NaiveDateTime>,
+    pub term_end: Option<NaiveDateTime>,
+    pub current_period_start: Option<NaiveDateTime>,
+    pub current_period_end: Option<NaiveDateTime>,
+    pub auto_renew: bool,
+    pub cancel_at: Option<NaiveDateTime>,
+    pub request_expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub ended_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = grants)]
+pub struct Grant {
+    pub id: String,
+    pub organization_id: String,
+    pub subscription_id: String,
+    pub listing_id: String,
+    pub valid_from: NaiveDateTime,
+    pub valid_until: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub suspended_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = usage_events)]
+pub struct UsageEvent {
+    /// The sending organization (the provider, or the subscriber for reads the server meters).
+    pub organization_id: String,
+    pub id: String,
+    pub subscription_id: String,
+    pub metric: String,
+    pub quantity: i64,
+    pub occurred_at: NaiveDateTime,
+    /// The UTC day of `occurred_at`, `YYYY-MM-DD`.
+    pub day: String,
+    pub received_at: NaiveDateTime,
+}

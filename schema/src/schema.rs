@@ -207,6 +207,61 @@ diesel::joinable!(datasets -> listings (listing_id));
 diesel::joinable!(revisions -> datasets (dataset_id));
 diesel::joinable!(assets -> revisions (revision_id));
 
+diesel::table! {
+    subscriptions (id) {
+        id -> Text,
+        organization_id -> Text,
+        provider_organization_id -> Text,
+        listing_id -> Text,
+        offer_id -> Text,
+        status -> Text,
+        message -> Text,
+        decision_reason -> Nullable<Text>,
+        prices -> Nullable<Text>,
+        trial_end -> Nullable<Timestamp>,
+        term_start -> Nullable<Timestamp>,
+        term_end -> Nullable<Timestamp>,
+        current_period_start -> Nullable<Timestamp>,
+        current_period_end -> Nullable<Timestamp>,
+        auto_renew -> Bool,
+        cancel_at -> Nullable<Timestamp>,
+        request_expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        organization_id -> Text,
+        subscription_id -> Text,
+        listing_id -> Text,
+        valid_from -> Timestamp,
+        valid_until -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        suspended_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_events (organization_id, id) {
+        organization_id -> Text,
+        id -> Text,
+        subscription_id -> Text,
+        metric -> Text,
+        quantity -> BigInt,
+        occurred_at -> Timestamp,
+        day -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(grants -> subscriptions (subscription_id));
+diesel::joinable!(usage_events -> subscriptions (subscription_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -223,4 +278,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     datasets,
     revisions,
     assets,
+    subscriptions,
+    grants,
+    usage_events,
 );

@@ -16,6 +16,10 @@ pub struct Entry<'a> {
     pub action: &'a str,
     pub subject: &'a str,
     pub detail: serde_json::Value,
+    /// The access grant a data read was made under.
+    pub grant_id: Option<&'a str>,
+    /// The client's address (data reads).
+    pub client_address: Option<&'a str>,
 }
 
 impl<'a> Entry<'a> {
@@ -31,11 +35,23 @@ impl<'a> Entry<'a> {
             action,
             subject,
             detail: serde_json::Value::Object(Default::default()),
+            grant_id: None,
+            client_address: None,
         }
     }
 
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
+        self
+    }
+
+    pub fn grant(mut self, grant_id: Option<&'a str>) -> Self {
+        self.grant_id = grant_id;
+        self
+    }
+
+    pub fn client_address(mut self, address: Option<&'a str>) -> Self {
+        self.client_address = address;
         self
     }
 }
@@ -49,9 +65,9 @@ pub fn record(conn: &mut DbConnection, clock: &dyn Clock, entry: Entry<'_>) -> R
             actor: entry.actor.to_string(),
             action: entry.action.to_string(),
             subject: entry.subject.to_string(),
-            grant_id: None,
+            grant_id: entry.grant_id.map(str::to_string),
             detail: entry.detail.to_string(),
-            client_address: None,
+            client_address: entry.client_address.map(str::to_string),
             created_at: db_time(clock.now()),
         })
         .execute(conn)?;

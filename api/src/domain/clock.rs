@@ -36,6 +36,11 @@ impl ManualClock {
         *now = truncate(*now + by);
     }
 
+    /// The current instant, for tests that build timestamps.
+    pub fn now_for_tests(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+
     pub fn set(&self, to: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = truncate(to);
     }

@@ -1,10 +1,12 @@
 //! The use cases and their rules. No actix, no HTML: typed inputs, a connection, a result.
 
 pub mod accounts;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
+pub mod commerce;
 pub mod db;
 pub mod error;
 pub mod idempotency;
@@ -13,6 +15,7 @@ pub mod markdown;
 pub mod pagination;
 pub mod passwords;
 pub mod secrets;
+pub mod storage;
 pub mod tokens;
 pub mod validate;
 

@@ -1,7 +1,9 @@
 //! The JSON face: every route of the API, in one table the spec test reads too.
 
 pub mod accounts;
+pub mod assets;
 pub mod catalog;
+pub mod commerce;
 pub mod extract;
 pub mod ops;
 pub mod organization;
@@ -108,6 +110,31 @@ pub fn table() -> Vec<Entry> {
             "/v1/revisions/{id}/revoke",
             catalog::revoke_revision,
         ),
+        entry(M::PUT, "/v1/revisions/{id}/assets/{name}", assets::upload),
+        entry(M::GET, "/v1/assets/{id}/content", assets::content),
+        entry(
+            M::POST,
+            "/v1/assets/{id}/download-url",
+            assets::download_url,
+        ),
+        entry(M::POST, "/v1/subscriptions", commerce::subscribe),
+        entry(M::GET, "/v1/subscriptions", commerce::list_subscriptions),
+        entry(M::GET, "/v1/subscriptions/{id}", commerce::get_subscription),
+        entry(
+            M::PATCH,
+            "/v1/subscriptions/{id}",
+            commerce::update_subscription,
+        ),
+        entry(M::POST, "/v1/subscriptions/{id}/approve", commerce::approve),
+        entry(M::POST, "/v1/subscriptions/{id}/reject", commerce::reject),
+        entry(M::POST, "/v1/subscriptions/{id}/cancel", commerce::cancel),
+        entry(
+            M::GET,
+            "/v1/subscriptions/{id}/usage",
+            commerce::usage_report,
+        ),
+        entry(M::GET, "/v1/grants", commerce::list_grants),
+        entry(M::POST, "/v1/usage-events", commerce::record_usage),
     ]
 }
 

@@ -178,6 +178,12 @@ impl Builder {
         self
     }
 
+    /// The largest asset upload the server accepts.
+    pub fn max_asset_bytes(mut self, bytes: u64) -> Self {
+        self.serve.max_asset_bytes = bytes;
+        self
+    }
+
     pub fn spawn(self) -> TestApp {
         let db = TestDb::new();
         let data_dir = tempdir::new();
@@ -222,6 +228,24 @@ impl Builder {
     }
 }
 
+/// A local S3-compatible server to store assets in, when `TEST_S3_ENDPOINT` names one
+/// (with `TEST_S3_BUCKET`, default `marketplace-test`, and `TEST_S3_REGION`, default
+/// `us-east-1`; credentials from the usual `AWS_*` variables).
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+}
+
+pub fn s3_settings() -> Option<S3Settings> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(S3Settings {
+        endpoint: var("TEST_S3_ENDPOINT")?,
+        bucket: var("TEST_S3_BUCKET").unwrap_or_else(|| "marketplace-test".into()),
+        region: var("TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+    })
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop serving before the database is dropped (fields drop after this).
@@ -231,9 +255,13 @@ impl Drop for TestApp {
 
 impl TestApp {
     pub fn builder() -> Builder {
+        let s3 = s3_settings();
         Builder {
             serve: ServeSettings {
                 auth_rate_limit: 100_000,
+                s3_bucket: s3.as_ref().map(|s| s.bucket.clone()),
+                s3_endpoint: s3.as_ref().map(|s| s.endpoint.clone()),
+                s3_region: s3.map(|s| s.region),
                 ..ServeSettings::default()
             },
         }

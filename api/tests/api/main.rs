@@ -3,6 +3,7 @@
 
 mod accounts;
 mod catalog;
+mod commerce;
 mod errors;
 mod helpers;
 mod idempotency;

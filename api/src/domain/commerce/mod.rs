@@ -1,0 +1,5 @@
+//! Commerce: subscriptions to offers, the access grants they create, and metered usage.
+
+pub mod grants;
+pub mod subscriptions;
+pub mod usage;

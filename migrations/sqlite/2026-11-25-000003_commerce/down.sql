@@ -1,0 +1,3 @@
+DROP TABLE usage_events;
+DROP TABLE grants;
+DROP TABLE subscriptions;
