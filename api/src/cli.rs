@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{CommonSettings, LogFormat, ServeSettings};
 use crate::domain::accounts;
 use crate::domain::clock::SystemClock;
+use crate::domain::commerce::lifecycle;
 use crate::domain::Error;
 use crate::server::Application;
 
@@ -36,11 +37,22 @@ pub enum Command {
     Serve(ServeSettings),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Background jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Platform administration.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// One pass of the lifecycle worker (renewals, expiries, billing periods), then exit.
+    RunOnce,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +106,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot connect to the database")?;
             let applied = schema::migrate(&mut conn)?;
             println!("{applied} migration(s) applied");
+            Ok(())
+        }
+        Command::Jobs {
+            command: JobsCommand::RunOnce,
+        } => {
+            cli.common.ensure_data_dir()?;
+            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let mut conn = pool.get()?;
+            let report = lifecycle::run_once(&mut conn, &SystemClock).map_err(describe)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Admin {

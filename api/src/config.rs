@@ -83,6 +83,10 @@ pub struct ServeSettings {
     #[arg(long, env = "MARKETPLACE_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: i64,
 
+    /// Seconds between passes of the lifecycle worker (renewals, expiries); 0 turns it off.
+    #[arg(long, env = "MARKETPLACE_JOBS_INTERVAL", default_value_t = 30)]
+    pub jobs_interval: u64,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "MARKETPLACE_WORKERS")]
     pub workers: Option<usize>,
@@ -120,6 +124,7 @@ impl Default for ServeSettings {
             auth_rate_limit: 20,
             trusted_proxies: Vec::new(),
             access_token_ttl: 900,
+            jobs_interval: 0,
             workers: None,
             s3_bucket: None,
             s3_endpoint: None,

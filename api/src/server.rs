@@ -12,6 +12,7 @@ use anyhow::Context as _;
 
 use crate::config::{CommonSettings, ServeSettings};
 use crate::domain::clock::SharedClock;
+use crate::domain::commerce::lifecycle;
 use crate::domain::storage::{Storage, StorageConfig};
 use crate::domain::tokens::{TokenKeys, JWT_PURPOSE};
 use crate::domain::{idempotency, secrets, Error};
@@ -103,10 +104,40 @@ impl Application {
                 }
             }
         });
+        let lifecycle = spawn_lifecycle_worker(self.state.clone());
         let result = self.server.await;
         housekeeping.abort();
+        if let Some(worker) = lifecycle {
+            worker.abort();
+        }
         result
     }
+}
+
+/// Renewals, expiries and period changes, every `jobs_interval` seconds (0: off).
+fn spawn_lifecycle_worker(
+    state: web::Data<AppState>,
+) -> Option<actix_web::rt::task::JoinHandle<()>> {
+    let every = state.settings.jobs_interval;
+    (every > 0).then(|| {
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(Duration::from_secs(every));
+            loop {
+                tick.tick().await;
+                let clock = state.clock.clone();
+                match state
+                    .db(move |conn| lifecycle::run_once(conn, clock.as_ref()))
+                    .await
+                {
+                    Ok(report) if report != lifecycle::Report::default() => {
+                        tracing::info!(?report, "lifecycle pass")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "lifecycle pass failed"),
+                }
+            }
+        })
+    })
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, Error> {

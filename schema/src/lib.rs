@@ -328,3 +328,43 @@ pub mod usage {
         Ok(inserted)
     }
 }
+
+/// Claiming work so several instances never process the same row: PostgreSQL locks the
+/// claimed rows and skips rows another worker holds (`FOR UPDATE SKIP LOCKED`); SQLite has
+/// one writer at a time, so its claim is the transaction itself.
+pub mod claim {
+    use chrono::NaiveDateTime;
+    use diesel::prelude::*;
+
+    use crate::schema::subscriptions;
+    use crate::DbConnection;
+
+    /// Ids of subscriptions in `status` whose `term_end` (or, for pending requests,
+    /// `request_expires_at`) has passed, oldest first. Call inside a transaction.
+    pub fn due_subscriptions(
+        conn: &mut DbConnection,
+        status: &str,
+        now: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<String>> {
+        macro_rules! due {
+            () => {
+                subscriptions::table
+                    .filter(subscriptions::status.eq(status))
+                    .filter(
+                        subscriptions::term_end
+                            .le(now)
+                            .or(subscriptions::request_expires_at.le(now))
+                            .or(subscriptions::current_period_end.le(now)),
+                    )
+                    .order(subscriptions::id.asc())
+                    .select(subscriptions::id)
+                    .limit(limit)
+            };
+        }
+        match conn {
+            DbConnection::Postgresql(c) => due!().for_update().skip_locked().load(c),
+            DbConnection::Sqlite(c) => due!().load(c),
+        }
+    }
+}

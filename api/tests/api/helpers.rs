@@ -348,6 +348,16 @@ impl TestApp {
         )
     }
 
+    /// The same user with a fresh access token (after the test moved the clock past expiry).
+    pub fn again(&self, user: &User) -> User {
+        let t = self.sign_in(&user.email, &user.password);
+        assert_eq!(t.status, 200, "sign-in: {}", t.text);
+        User {
+            token: t.json["access_token"].as_str().unwrap().into(),
+            ..user.clone()
+        }
+    }
+
     /// Adds a member with `role` to the admin's organization and signs them in.
     pub fn add_member(&self, admin: &User, role: &str) -> User {
         let tag = api::domain::ids::random_token(8).to_lowercase();

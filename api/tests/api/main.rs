@@ -2,10 +2,12 @@
 //! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres` runs them on PostgreSQL.
 
 mod accounts;
+mod assets;
 mod catalog;
 mod commerce;
 mod errors;
 mod helpers;
 mod idempotency;
+mod lifecycle;
 mod operations;
 mod tokens;
