@@ -61,6 +61,73 @@ pub fn period_at(
     }
 }
 
+/// The `n`-th billing period (0-based) of a subscription anchored at `anchor`: months from
+/// the anchor for `monthly`, whole terms for `one_time`.
+pub fn nth_period(
+    anchor: NaiveDateTime,
+    interval: Interval,
+    term_months: u32,
+    n: u32,
+) -> (NaiveDateTime, NaiveDateTime) {
+    let step = match interval {
+        Interval::Monthly => 1,
+        Interval::OneTime => term_months.max(1),
+    };
+    (
+        add_months(anchor, n * step),
+        add_months(anchor, (n + 1) * step),
+    )
+}
+
+/// The periods that start in [from, to), in order.
+pub fn periods_starting_in(
+    anchor: NaiveDateTime,
+    interval: Interval,
+    term_months: u32,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Vec<(NaiveDateTime, NaiveDateTime)> {
+    let mut out = Vec::new();
+    for n in 0..100_000 {
+        let (start, end) = nth_period(anchor, interval, term_months, n);
+        if start >= to {
+            break;
+        }
+        if start >= from {
+            out.push((start, end));
+        }
+    }
+    out
+}
+
+/// The period holding `at`, for a subscription anchored at `anchor` (None before it).
+pub fn period_containing(
+    anchor: NaiveDateTime,
+    interval: Interval,
+    term_months: u32,
+    at: NaiveDateTime,
+) -> Option<(NaiveDateTime, NaiveDateTime)> {
+    (0..100_000)
+        .map(|n| nth_period(anchor, interval, term_months, n))
+        .take_while(|(s, _)| *s <= at)
+        .find(|(_, e)| at < *e)
+}
+
+/// The term after the one ending at `term_end`: terms are whole multiples of `term_months`
+/// from the anchor, so Jan 31 + 1 month terms go Feb 28, Mar 31, Apr 30 without drifting.
+pub fn next_term(
+    anchor: NaiveDateTime,
+    term_months: u32,
+    term_end: NaiveDateTime,
+) -> (NaiveDateTime, NaiveDateTime) {
+    let tm = term_months.max(1);
+    let end = (1..100_000)
+        .map(|j| add_months(anchor, j * tm))
+        .find(|boundary| *boundary > term_end)
+        .unwrap_or_else(|| add_months(term_end, tm));
+    (term_end, end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +142,50 @@ mod tests {
         assert_eq!(add_months(anchor, 1), t("2026-02-28 10:00"));
         assert_eq!(add_months(anchor, 2), t("2026-03-31 10:00"));
         assert_eq!(add_months(t("2028-01-31 00:00"), 1), t("2028-02-29 00:00"));
+    }
+
+    #[test]
+    fn renewals_and_periods_never_drift() {
+        let anchor = t("2026-01-31 10:00");
+        let (s2, e2) = next_term(anchor, 1, t("2026-02-28 10:00"));
+        assert_eq!((s2, e2), (t("2026-02-28 10:00"), t("2026-03-31 10:00")));
+        assert_eq!(next_term(anchor, 1, e2).1, t("2026-04-30 10:00"));
+        assert_eq!(
+            periods_starting_in(
+                anchor,
+                Interval::Monthly,
+                12,
+                t("2026-03-01 00:00"),
+                t("2026-04-01 00:00")
+            ),
+            vec![(t("2026-03-31 10:00"), t("2026-04-30 10:00"))]
+        );
+        assert_eq!(
+            periods_starting_in(
+                anchor,
+                Interval::OneTime,
+                12,
+                t("2026-01-01 00:00"),
+                t("2026-02-01 00:00")
+            ),
+            vec![(anchor, t("2027-01-31 10:00"))]
+        );
+        assert!(periods_starting_in(
+            anchor,
+            Interval::OneTime,
+            12,
+            t("2026-02-01 00:00"),
+            t("2026-03-01 00:00")
+        )
+        .is_empty());
+        assert_eq!(
+            period_containing(anchor, Interval::Monthly, 12, t("2026-03-05 00:00")),
+            Some((t("2026-02-28 10:00"), t("2026-03-31 10:00")))
+        );
+        assert_eq!(
+            period_containing(anchor, Interval::Monthly, 12, t("2026-01-01 00:00")),
+            None
+        );
     }
 
     #[test]

@@ -232,6 +232,9 @@ pub struct Subscription {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub ended_at: Option<NaiveDateTime>,
+    /// The first term's start: every period and term boundary is this plus whole months.
+    pub billing_anchor: Option<NaiveDateTime>,
+    pub term_end_reminded_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -261,4 +264,41 @@ pub struct UsageEvent {
     /// The UTC day of `occurred_at`, `YYYY-MM-DD`.
     pub day: String,
     pub received_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhook_endpoints)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub organization_id: String,
+    pub url: String,
+    /// JSON array of event types (`*` for all).
+    pub events: String,
+    /// The HMAC-SHA256 key deliveries are signed with (`whsec_…`).
+    pub secret: String,
+    pub created_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxMessage {
+    pub id: String,
+    /// The organization the message goes to.
+    pub organization_id: String,
+    /// `email` or `webhook`.
+    pub kind: String,
+    /// The event the message tells of (one event fans out to several messages).
+    pub event_id: String,
+    /// JSON: the rendered e-mail, or the webhook's endpoint and event.
+    pub payload: String,
+    /// `pending`, `sent` or `failed` (gave up).
+    pub status: String,
+    /// Deliveries started so far (claiming one counts).
+    pub attempts: i32,
+    /// When a pending message is due; while a worker holds it, the end of its lease.
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub sent_at: Option<NaiveDateTime>,
 }

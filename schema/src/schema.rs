@@ -229,6 +229,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         ended_at -> Nullable<Timestamp>,
+        billing_anchor -> Nullable<Timestamp>,
+        term_end_reminded_at -> Nullable<Timestamp>,
     }
 }
 
@@ -262,6 +264,34 @@ diesel::table! {
 diesel::joinable!(grants -> subscriptions (subscription_id));
 diesel::joinable!(usage_events -> subscriptions (subscription_id));
 
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        organization_id -> Text,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        created_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        organization_id -> Text,
+        kind -> Text,
+        event_id -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -281,4 +311,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     grants,
     usage_events,
+    webhook_endpoints,
+    outbox,
 );

@@ -21,7 +21,9 @@ fn malformed_json_is_400() {
         "application/json",
         Vec::new(),
     );
-    assert_eq!(r.problem(400), "malformed_json");
+    // No body at all reads as `{}`: the missing fields are named.
+    assert_eq!(r.problem(422), "validation_failed");
+    assert!(r.fields().contains(&"email".to_string()));
     let r = app.raw(
         Method::POST,
         "/v1/auth/token",

@@ -60,12 +60,14 @@ pub fn next_step(
     let (Some(term_start), Some(term_end)) = (s.term_start, s.term_end) else {
         return Step::Nothing;
     };
+    let anchor = s.billing_anchor.unwrap_or(term_start);
     let interval = Interval::parse(&snapshot.billing_interval).unwrap_or(Interval::OneTime);
+    let term_months = snapshot.term_months.max(1) as u32;
     if now >= term_end {
         if s.auto_renew && offer_active && s.cancel_at.is_none() {
-            let (start, end) = periods::term(term_end, snapshot.term_months.max(1) as u32);
-            let (_, period_end) =
-                periods::period_at(start, end, interval, start).unwrap_or((start, end));
+            let (start, end) = periods::next_term(anchor, term_months, term_end);
+            let (_, period_end) = periods::period_containing(anchor, interval, term_months, start)
+                .unwrap_or((start, end));
             return Step::Renew {
                 term_start: start,
                 term_end: end,
@@ -84,7 +86,7 @@ pub fn next_step(
     }
     match (
         s.current_period_end,
-        periods::period_at(term_start, term_end, interval, now),
+        periods::period_containing(anchor, interval, term_months, now),
     ) {
         (Some(current_end), Some((start, end))) if current_end <= now => {
             Step::NextPeriod { start, end }
@@ -264,6 +266,8 @@ mod tests {
             created_at: t(term_start),
             updated_at: t(term_start),
             ended_at: None,
+            billing_anchor: Some(t(term_start)),
+            term_end_reminded_at: None,
         }
     }
 

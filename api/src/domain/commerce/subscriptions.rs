@@ -200,6 +200,7 @@ fn activate(
     s.status = "active".into();
     s.prices = Some(serde_json::to_string(&PriceSnapshot::of(offer)?).map_err(Error::internal)?);
     s.trial_end = trial_end;
+    s.billing_anchor = Some(term_start);
     s.term_start = Some(term_start);
     s.term_end = Some(term_end);
     s.current_period_start = Some(period_start);
@@ -238,6 +239,7 @@ fn save(conn: &mut DbConnection, s: &Subscription) -> Result<()> {
             subscriptions::request_expires_at.eq(s.request_expires_at),
             subscriptions::updated_at.eq(s.updated_at),
             subscriptions::ended_at.eq(s.ended_at),
+            subscriptions::billing_anchor.eq(s.billing_anchor),
         ))
         .execute(conn)?;
     Ok(())
@@ -325,6 +327,8 @@ pub fn create(
             created_at: now,
             updated_at: now,
             ended_at: None,
+            billing_anchor: None,
+            term_end_reminded_at: None,
         };
         diesel::insert_into(subscriptions::table)
             .values(&s)
