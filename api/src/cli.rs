@@ -10,6 +10,7 @@ use crate::config::{CommonSettings, LogFormat, ServeSettings};
 use crate::domain::accounts;
 use crate::domain::clock::SystemClock;
 use crate::domain::commerce::lifecycle;
+use crate::domain::invoicing::{runs, BillingDefaults};
 use crate::domain::Error;
 use crate::server::Application;
 
@@ -37,6 +38,11 @@ pub enum Command {
     Serve(ServeSettings),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Billing.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// Background jobs.
     Jobs {
         #[command(subcommand)]
@@ -46,6 +52,22 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// Create or rebuild the drafts of a period (a progress bar on a terminal).
+    Run {
+        /// The calendar month, YYYY-MM (UTC).
+        #[arg(long)]
+        period: String,
+        /// Default tax, basis points.
+        #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0)]
+        default_tax_rate_bps: i32,
+        /// Default marketplace fee, basis points.
+        #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300)]
+        default_fee_bps: i32,
     },
 }
 
@@ -106,6 +128,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot connect to the database")?;
             let applied = schema::migrate(&mut conn)?;
             println!("{applied} migration(s) applied");
+            Ok(())
+        }
+        Command::Billing {
+            command:
+                BillingCommand::Run {
+                    period,
+                    default_tax_rate_bps,
+                    default_fee_bps,
+                },
+        } => {
+            let month = billing::charges::Month::parse(&period)
+                .map_err(|m| anyhow::anyhow!("--period {m}"))?;
+            cli.common.ensure_data_dir()?;
+            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let mut conn = pool.get()?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} customers {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let defaults = BillingDefaults {
+                tax_rate_bps: default_tax_rate_bps,
+                fee_bps: default_fee_bps,
+            };
+            let run = runs::bill_period(
+                &mut conn,
+                &SystemClock,
+                defaults,
+                "cli",
+                month,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )
+            .map_err(describe)?;
+            bar.finish_and_clear();
+            println!("{}", serde_json::to_string_pretty(&run)?);
             Ok(())
         }
         Command::Jobs {

@@ -83,6 +83,14 @@ pub struct ServeSettings {
     #[arg(long, env = "MARKETPLACE_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: i64,
 
+    /// Default tax on invoices, basis points (per-customer overrides via billing settings).
+    #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0)]
+    pub default_tax_rate_bps: i32,
+
+    /// Default marketplace fee on providers' gross, basis points (per-provider overrides).
+    #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300)]
+    pub default_fee_bps: i32,
+
     /// Seconds between passes of the lifecycle worker (renewals, expiries); 0 turns it off.
     #[arg(long, env = "MARKETPLACE_JOBS_INTERVAL", default_value_t = 30)]
     pub jobs_interval: u64,
@@ -112,7 +120,28 @@ pub struct ServeSettings {
     /// `https://data.example.com`. Default: `http://<listen address>`.
     #[arg(long, env = "MARKETPLACE_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// SMTP server for e-mails: `smtp://[user:pass@]host[:port]` (no TLS, for local relays),
+    /// `smtp://…?tls=required` (STARTTLS) or `smtps://…`. Unset: e-mails are written as
+    /// `.eml` files under `<data dir>/mail`.
+    #[arg(long, env = "MARKETPLACE_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Sender of the e-mails, `Name <address>` or an address.
+    #[arg(long, env = "MARKETPLACE_MAIL_FROM", default_value = DEFAULT_MAIL_FROM)]
+    pub mail_from: String,
+
+    /// Let webhook endpoints be loopback, private, link-local or other non-public
+    /// addresses (for local development and tests; never in production).
+    #[arg(long, env = "MARKETPLACE_WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// Milliseconds between passes of the outbox worker (e-mails, webhooks); 0 turns it off.
+    #[arg(long, env = "MARKETPLACE_OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
 }
+
+pub const DEFAULT_MAIL_FROM: &str = "Data Marketplace <no-reply@marketplace.localhost>";
 
 /// 5 GiB.
 pub const DEFAULT_MAX_ASSET_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -125,12 +154,19 @@ impl Default for ServeSettings {
             trusted_proxies: Vec::new(),
             access_token_ttl: 900,
             jobs_interval: 0,
+            default_tax_rate_bps: 0,
+            default_fee_bps: 300,
             workers: None,
             s3_bucket: None,
             s3_endpoint: None,
             s3_region: None,
             max_asset_bytes: DEFAULT_MAX_ASSET_BYTES,
             public_url: None,
+            smtp_url: None,
+            mail_from: DEFAULT_MAIL_FROM.into(),
+            webhook_allow_private: false,
+            // Tests deliver the outbox when they choose.
+            outbox_poll_ms: 0,
         }
     }
 }

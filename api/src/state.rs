@@ -51,6 +51,13 @@ impl AppState {
         }
     }
 
+    pub fn billing_defaults(&self) -> crate::domain::invoicing::BillingDefaults {
+        crate::domain::invoicing::BillingDefaults {
+            tax_rate_bps: self.settings.default_tax_rate_bps,
+            fee_bps: self.settings.default_fee_bps,
+        }
+    }
+
     /// Runs database work on the blocking pool (diesel is synchronous), with a pooled connection.
     pub async fn db<T, F>(&self, work: F) -> Result<T>
     where

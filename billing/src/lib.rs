@@ -1,5 +1,6 @@
 //! Money and billing rules as pure functions over plain data: no I/O, no database, no HTTP.
 
+pub mod charges;
 pub mod currency;
 pub mod invoice;
 pub mod money;

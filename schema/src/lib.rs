@@ -5,6 +5,7 @@
 //! branch per backend inside this crate.
 
 pub mod models;
+pub mod outbox;
 pub mod schema;
 
 use std::time::Duration;
@@ -365,6 +366,28 @@ pub mod claim {
         match conn {
             DbConnection::Postgresql(c) => due!().for_update().skip_locked().load(c),
             DbConnection::Sqlite(c) => due!().load(c),
+        }
+    }
+}
+
+/// Row locks for the few writes that must queue behind each other on PostgreSQL (SQLite
+/// writers queue anyway).
+pub mod locks {
+    use diesel::prelude::*;
+
+    use crate::schema::invoices;
+    use crate::DbConnection;
+
+    /// Locks an invoice row until the transaction ends.
+    pub fn invoice(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        match conn {
+            DbConnection::Postgresql(c) => invoices::table
+                .find(id)
+                .select(invoices::id)
+                .for_update()
+                .first::<String>(c)
+                .map(|_| ()),
+            DbConnection::Sqlite(_) => Ok(()),
         }
     }
 }

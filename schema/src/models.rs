@@ -302,3 +302,105 @@ pub struct OutboxMessage {
     pub created_at: NaiveDateTime,
     pub sent_at: Option<NaiveDateTime>,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = billing_runs)]
+pub struct BillingRun {
+    pub id: String,
+    pub period: String,
+    pub started_by: String,
+    pub invoices_created: i32,
+    pub invoices_updated: i32,
+    pub invoices_removed: i32,
+    /// JSON array of {customer, error} for customers that could not be rated.
+    pub failures: String,
+    pub created_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invoices)]
+pub struct Invoice {
+    pub id: String,
+    /// The customer.
+    pub organization_id: String,
+    pub period: String,
+    pub currency: String,
+    pub status: String,
+    pub number: Option<String>,
+    pub tax_rate_bps: i32,
+    pub subtotal: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub amount_paid: i64,
+    /// Pre-tax amounts credited by credit notes.
+    pub amount_credited: i64,
+    pub tax_credited: i64,
+    pub payment_failure: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub finalized_at: Option<NaiveDateTime>,
+    pub paid_at: Option<NaiveDateTime>,
+    pub voided_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invoice_lines)]
+pub struct InvoiceLine {
+    pub id: String,
+    pub invoice_id: String,
+    pub organization_id: String,
+    pub provider_organization_id: String,
+    pub subscription_id: String,
+    pub source: String,
+    /// What is charged and for which service period, e.g. `recurring:2026-11-30T10:00:00`
+    /// or `usage:queries:2026-11`; unique per invoice and subscription.
+    pub charge_key: String,
+    pub service_period: String,
+    pub description: String,
+    pub quantity: i64,
+    pub unit_amount_decimal: Option<String>,
+    pub amount: i64,
+    /// JSON tier breakdown (usage lines).
+    pub tiers: String,
+    pub fee_bps: i32,
+    pub position: i32,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = credit_notes)]
+pub struct CreditNote {
+    pub id: String,
+    pub invoice_id: String,
+    pub organization_id: String,
+    pub reason: String,
+    pub subtotal: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = credit_note_lines)]
+pub struct CreditNoteLine {
+    pub id: String,
+    pub credit_note_id: String,
+    pub invoice_line_id: String,
+    pub provider_organization_id: String,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payments)]
+pub struct Payment {
+    pub id: String,
+    pub invoice_id: String,
+    pub organization_id: String,
+    pub method: String,
+    pub reference: String,
+    pub amount: i64,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+}

@@ -292,6 +292,115 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    billing_runs (id) {
+        id -> Text,
+        period -> Text,
+        started_by -> Text,
+        invoices_created -> Integer,
+        invoices_updated -> Integer,
+        invoices_removed -> Integer,
+        failures -> Text,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    invoices (id) {
+        id -> Text,
+        organization_id -> Text,
+        period -> Text,
+        currency -> Text,
+        status -> Text,
+        number -> Nullable<Text>,
+        tax_rate_bps -> Integer,
+        subtotal -> BigInt,
+        tax -> BigInt,
+        total -> BigInt,
+        amount_paid -> BigInt,
+        amount_credited -> BigInt,
+        tax_credited -> BigInt,
+        payment_failure -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finalized_at -> Nullable<Timestamp>,
+        paid_at -> Nullable<Timestamp>,
+        voided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    invoice_lines (id) {
+        id -> Text,
+        invoice_id -> Text,
+        organization_id -> Text,
+        provider_organization_id -> Text,
+        subscription_id -> Text,
+        source -> Text,
+        charge_key -> Text,
+        service_period -> Text,
+        description -> Text,
+        quantity -> BigInt,
+        unit_amount_decimal -> Nullable<Text>,
+        amount -> BigInt,
+        tiers -> Text,
+        fee_bps -> Integer,
+        position -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credit_notes (id) {
+        id -> Text,
+        invoice_id -> Text,
+        organization_id -> Text,
+        reason -> Text,
+        subtotal -> BigInt,
+        tax -> BigInt,
+        total -> BigInt,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credit_note_lines (id) {
+        id -> Text,
+        credit_note_id -> Text,
+        invoice_line_id -> Text,
+        provider_organization_id -> Text,
+        amount -> BigInt,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Text,
+        invoice_id -> Text,
+        organization_id -> Text,
+        method -> Text,
+        reference -> Text,
+        amount -> BigInt,
+        status -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    invoice_counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}
+
+diesel::joinable!(invoice_lines -> invoices (invoice_id));
+diesel::joinable!(credit_notes -> invoices (invoice_id));
+diesel::joinable!(credit_note_lines -> credit_notes (credit_note_id));
+diesel::joinable!(credit_note_lines -> invoice_lines (invoice_line_id));
+diesel::joinable!(payments -> invoices (invoice_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -313,4 +422,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_events,
     webhook_endpoints,
     outbox,
+    billing_runs,
+    invoices,
+    invoice_lines,
+    credit_notes,
+    credit_note_lines,
+    payments,
+    invoice_counters,
 );

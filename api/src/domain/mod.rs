@@ -11,12 +11,15 @@ pub mod db;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod invoicing;
 pub mod markdown;
+pub mod outbox;
 pub mod pagination;
 pub mod passwords;
 pub mod secrets;
 pub mod storage;
 pub mod tokens;
 pub mod validate;
+pub mod webhooks;
 
 pub use error::{Error, FieldError, Result};

@@ -5,10 +5,12 @@ pub mod assets;
 pub mod catalog;
 pub mod commerce;
 pub mod extract;
+pub mod invoicing;
 pub mod ops;
 pub mod organization;
 pub mod problem;
 pub mod respond;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -135,6 +137,29 @@ pub fn table() -> Vec<Entry> {
         ),
         entry(M::GET, "/v1/grants", commerce::list_grants),
         entry(M::POST, "/v1/usage-events", commerce::record_usage),
+        entry(M::POST, "/v1/billing-runs", invoicing::start_run),
+        entry(M::GET, "/v1/billing-runs", invoicing::list_runs),
+        entry(M::GET, "/v1/invoices", invoicing::list_invoices),
+        entry(M::GET, "/v1/invoices/export", invoicing::export),
+        entry(M::GET, "/v1/invoices/{id}", invoicing::get_invoice),
+        entry(M::POST, "/v1/invoices/{id}/finalize", invoicing::finalize),
+        entry(M::POST, "/v1/invoices/{id}/void", invoicing::void),
+        entry(M::POST, "/v1/invoices/{id}/pay", invoicing::pay),
+        entry(M::POST, "/v1/invoices/{id}/credit-notes", invoicing::credit),
+        entry(M::GET, "/v1/reports/revenue", invoicing::revenue),
+        entry(M::GET, "/v1/payout-statements", invoicing::payouts),
+        entry(
+            M::PATCH,
+            "/v1/organizations/{id}/billing-settings",
+            invoicing::billing_settings,
+        ),
+        entry(M::POST, "/v1/webhook-endpoints", webhooks::create_endpoint),
+        entry(M::GET, "/v1/webhook-endpoints", webhooks::list_endpoints),
+        entry(
+            M::DELETE,
+            "/v1/webhook-endpoints/{id}",
+            webhooks::delete_endpoint,
+        ),
     ]
 }
 

@@ -3,11 +3,13 @@
 
 mod accounts;
 mod assets;
+mod billing;
 mod catalog;
 mod commerce;
 mod errors;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod notifications;
 mod operations;
 mod tokens;

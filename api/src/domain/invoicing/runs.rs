@@ -1,0 +1,578 @@
+//! Billing runs: create or rebuild the drafts of a period, one per customer and currency.
+//! Finalized invoices are never touched; what belongs to a finalized period lands on the
+//! customer's next draft as a late charge. Safe to run twice, or from two instances at once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use billing::charges::{self, Charge, Month, Terms};
+use billing::periods::Interval;
+use billing::pricing::UsagePrice;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use schema::models::{BillingRun, Invoice, InvoiceLine, Subscription};
+use schema::schema::{
+    billing_runs, invoice_lines, invoices, offers, organizations, subscriptions, usage_events,
+};
+use schema::DbConnection;
+use serde::{Deserialize, Serialize};
+
+use super::BillingDefaults;
+use crate::domain::audit::{self, Entry};
+use crate::domain::auth::{Caller, Capability};
+use crate::domain::clock::{db_time, utc, Clock};
+use crate::domain::commerce::subscriptions::PriceSnapshot;
+use crate::domain::db::transaction;
+use crate::domain::error::{Error, Result};
+use crate::domain::ids::new_id;
+
+/// How many months back a run looks for late charges of finalized periods.
+const LATE_LOOKBACK_MONTHS: usize = 12;
+
+#[derive(Debug, Deserialize)]
+pub struct RunRequest {
+    pub period: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub customer_id: String,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub period: String,
+    pub invoices_created: i32,
+    pub invoices_updated: i32,
+    pub invoices_removed: i32,
+    pub failures: Vec<Failure>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn run_view(r: BillingRun) -> RunView {
+    RunView {
+        failures: serde_json::from_str(&r.failures).unwrap_or_default(),
+        id: r.id,
+        period: r.period,
+        invoices_created: r.invoices_created,
+        invoices_updated: r.invoices_updated,
+        invoices_removed: r.invoices_removed,
+        created_at: utc(r.created_at),
+        finished_at: r.finished_at.map(utc),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    created: i32,
+    updated: i32,
+    removed: i32,
+}
+
+/// Starts a run for `period`; `progress` hears (customers done, customers in all).
+pub fn run(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    defaults: BillingDefaults,
+    caller: &Caller,
+    request: RunRequest,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RunView> {
+    caller.require(Capability::PlatformBilling)?;
+    let month = Month::parse(request.period.trim()).map_err(|m| Error::validation("period", m))?;
+    bill_period(conn, clock, defaults, &caller.principal(), month, progress)
+}
+
+/// The run itself, for the API and the command line.
+pub fn bill_period(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    defaults: BillingDefaults,
+    started_by: &str,
+    month: Month,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RunView> {
+    let started = db_time(clock.now());
+    // Every subscription that was active before the month ended may owe something.
+    let subs: Vec<Subscription> = subscriptions::table
+        .filter(subscriptions::billing_anchor.lt(month.end()))
+        .select(Subscription::as_select())
+        .load(conn)?;
+    let mut by_customer: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
+    for s in subs {
+        by_customer
+            .entry(s.organization_id.clone())
+            .or_default()
+            .push(s);
+    }
+    let usage = usage_totals(conn, month)?;
+    let offer_names = offer_names(conn)?;
+    let (mut tally, mut failures) = (Tally::default(), Vec::new());
+    let total = by_customer.len();
+    for (done, (customer, subs)) in by_customer.iter().enumerate() {
+        let built = transaction(conn, |conn| {
+            build_customer(
+                conn,
+                clock,
+                defaults,
+                customer,
+                subs,
+                month,
+                &usage,
+                &offer_names,
+            )
+        });
+        match built {
+            Ok(t) => {
+                tally.created += t.created;
+                tally.updated += t.updated;
+                tally.removed += t.removed;
+            }
+            Err(e) => {
+                tracing::warn!(customer = %customer, error = %e, "billing a customer failed");
+                failures.push(Failure {
+                    customer_id: customer.clone(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        progress(done + 1, total);
+    }
+    let row = BillingRun {
+        id: new_id("brun"),
+        period: month.to_string(),
+        started_by: started_by.to_string(),
+        invoices_created: tally.created,
+        invoices_updated: tally.updated,
+        invoices_removed: tally.removed,
+        failures: serde_json::to_string(&failures).map_err(Error::internal)?,
+        created_at: started,
+        finished_at: Some(db_time(clock.now())),
+    };
+    diesel::insert_into(billing_runs::table)
+        .values(&row)
+        .execute(conn)?;
+    audit::record(
+        conn,
+        clock,
+        Entry::new("platform", started_by, "billing_run.finished", &row.id),
+    )?;
+    Ok(run_view(row))
+}
+
+pub fn list_runs(
+    conn: &mut DbConnection,
+    caller: &Caller,
+    period: Option<&str>,
+) -> Result<Vec<RunView>> {
+    caller.require(Capability::PlatformBilling)?;
+    let mut q = billing_runs::table
+        .order(billing_runs::created_at.desc())
+        .limit(200)
+        .into_boxed();
+    if let Some(p) = period {
+        q = q.filter(billing_runs::period.eq(p.to_string()));
+    }
+    Ok(q.select(BillingRun::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(run_view)
+        .collect())
+}
+
+/// Usage per (subscription, metric) in the month, counting only events from each
+/// subscription's billing anchor on (usage during a trial is free). One aggregate query.
+fn usage_totals(conn: &mut DbConnection, month: Month) -> Result<HashMap<(String, String), i64>> {
+    let rows: Vec<(String, String, i64)> = usage_events::table
+        .inner_join(subscriptions::table)
+        .filter(usage_events::occurred_at.ge(month.start()))
+        .filter(usage_events::occurred_at.lt(month.end()))
+        .filter(
+            usage_events::occurred_at
+                .nullable()
+                .ge(subscriptions::billing_anchor),
+        )
+        .group_by((usage_events::subscription_id, usage_events::metric))
+        .select((
+            usage_events::subscription_id,
+            usage_events::metric,
+            sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+        ))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(s, m, q)| ((s, m), q)).collect())
+}
+
+fn offer_names(conn: &mut DbConnection) -> Result<HashMap<String, String>> {
+    Ok(offers::table
+        .select((offers::id, offers::name))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// A subscription's terms and prices, from its snapshot.
+struct Billable<'a> {
+    sub: &'a Subscription,
+    snapshot: PriceSnapshot,
+    terms: Terms,
+    prices: Vec<UsagePrice>,
+}
+
+fn billable<'a>(
+    s: &'a Subscription,
+    offer_names: &HashMap<String, String>,
+) -> Option<Billable<'a>> {
+    let snapshot = PriceSnapshot::parse(s.prices.as_deref())?;
+    let anchor = s.billing_anchor?;
+    let prices: Vec<UsagePrice> = serde_json::from_value(snapshot.usage_prices.clone()).ok()?;
+    // Periods starting at or after the end (or the cancellation's end) are not billed.
+    let cut: Option<NaiveDateTime> = match (s.status.as_str(), s.ended_at, s.cancel_at) {
+        ("active", _, cancel_at) => cancel_at,
+        (_, ended_at, cancel_at) => ended_at.into_iter().chain(cancel_at).min(),
+    };
+    let terms = Terms {
+        anchor,
+        interval: Interval::parse(&snapshot.billing_interval)?,
+        term_months: snapshot.term_months.max(1) as u32,
+        recurring_amount: snapshot.recurring_amount,
+        billable_until: cut,
+        offer_name: offer_names
+            .get(&s.offer_id)
+            .cloned()
+            .unwrap_or_else(|| "Subscription".into()),
+    };
+    Some(Billable {
+        sub: s,
+        snapshot,
+        terms,
+        prices,
+    })
+}
+
+/// Everything `b` owes for `month`: fees of periods starting in it, and rated usage.
+fn charges_for(
+    b: &Billable<'_>,
+    month: Month,
+    usage: &HashMap<(String, String), i64>,
+) -> Result<Vec<Charge>> {
+    let mut out = charges::recurring(&b.terms, month);
+    for price in &b.prices {
+        let quantity = usage
+            .get(&(b.sub.id.clone(), price.metric.clone()))
+            .copied()
+            .unwrap_or(0);
+        if quantity > 0 {
+            out.push(charges::usage(price, month, quantity).map_err(Error::internal)?);
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_customer(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    defaults: BillingDefaults,
+    customer: &str,
+    subs: &[Subscription],
+    month: Month,
+    usage: &HashMap<(String, String), i64>,
+    offer_names: &HashMap<String, String>,
+) -> Result<Tally> {
+    let now = db_time(clock.now());
+    let billables: Vec<Billable<'_>> = subs
+        .iter()
+        .filter_map(|s| billable(s, offer_names))
+        .collect();
+    let mut by_currency: BTreeMap<String, Vec<&Billable<'_>>> = BTreeMap::new();
+    for b in &billables {
+        by_currency
+            .entry(b.snapshot.currency.clone())
+            .or_default()
+            .push(b);
+    }
+    let tax_rate_bps = organizations::table
+        .find(customer)
+        .select(organizations::tax_rate_bps)
+        .first::<Option<i32>>(conn)?
+        .unwrap_or(defaults.tax_rate_bps);
+    let mut tally = Tally::default();
+    for (currency, group) in by_currency {
+        let existing = live_invoice(conn, customer, &month.to_string(), &currency)?;
+        if existing.as_ref().is_some_and(|i| i.status != "draft") {
+            continue; // final: this period's charges go on a later draft, as late charges
+        }
+        let mut lines: Vec<(String, Charge)> = Vec::new();
+        for b in &group {
+            for c in charges_for(b, month, usage)? {
+                lines.push((b.sub.id.clone(), c));
+            }
+        }
+        lines.extend(late_charges(
+            conn,
+            customer,
+            &currency,
+            month,
+            &group,
+            offer_names,
+            existing.as_ref(),
+        )?);
+        tally_merge(
+            &mut tally,
+            write_draft(
+                conn,
+                defaults,
+                customer,
+                month,
+                &currency,
+                tax_rate_bps,
+                existing,
+                lines,
+                subs,
+                now,
+            )?,
+        );
+    }
+    Ok(tally)
+}
+
+fn tally_merge(into: &mut Tally, t: Tally) {
+    into.created += t.created;
+    into.updated += t.updated;
+    into.removed += t.removed;
+}
+
+/// The customer's invoice for the period and currency that is not void, if any.
+pub fn live_invoice(
+    conn: &mut DbConnection,
+    customer: &str,
+    period: &str,
+    currency: &str,
+) -> Result<Option<Invoice>> {
+    Ok(invoices::table
+        .filter(invoices::organization_id.eq(customer))
+        .filter(invoices::period.eq(period))
+        .filter(invoices::currency.eq(currency))
+        .filter(invoices::status.ne("void"))
+        .select(Invoice::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// For each earlier month whose invoice is final: rate that month in full again and charge
+/// the difference to what was billed for it (on any live invoice but this draft).
+fn late_charges(
+    conn: &mut DbConnection,
+    customer: &str,
+    currency: &str,
+    month: Month,
+    group: &[&Billable<'_>],
+    _offer_names: &HashMap<String, String>,
+    draft: Option<&Invoice>,
+) -> Result<Vec<(String, Charge)>> {
+    let mut out = Vec::new();
+    let mut earlier = month;
+    for _ in 0..LATE_LOOKBACK_MONTHS {
+        earlier = earlier.previous();
+        let Some(invoice) = live_invoice(conn, customer, &earlier.to_string(), currency)? else {
+            continue;
+        };
+        if invoice.status == "draft" {
+            continue; // its own run rebuilds it
+        }
+        let usage = usage_totals_for(conn, earlier, group)?;
+        for b in group {
+            for charge in charges_for(b, earlier, &usage)? {
+                let billed =
+                    billed_for(conn, &b.sub.id, &charge.key, draft.map(|d| d.id.as_str()))?;
+                if let Some(late) = charges::late(&charge, billed) {
+                    if late.amount > 0 {
+                        out.push((b.sub.id.clone(), late));
+                    }
+                    // A negative difference (a volume price falling) would be a credit note;
+                    // rating only ever rises for per-unit and graduated prices.
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn usage_totals_for(
+    conn: &mut DbConnection,
+    month: Month,
+    group: &[&Billable<'_>],
+) -> Result<HashMap<(String, String), i64>> {
+    let ids: Vec<&str> = group.iter().map(|b| b.sub.id.as_str()).collect();
+    let rows: Vec<(String, String, i64)> = usage_events::table
+        .inner_join(subscriptions::table)
+        .filter(usage_events::subscription_id.eq_any(&ids))
+        .filter(usage_events::occurred_at.ge(month.start()))
+        .filter(usage_events::occurred_at.lt(month.end()))
+        .filter(
+            usage_events::occurred_at
+                .nullable()
+                .ge(subscriptions::billing_anchor),
+        )
+        .group_by((usage_events::subscription_id, usage_events::metric))
+        .select((
+            usage_events::subscription_id,
+            usage_events::metric,
+            sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+        ))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(s, m, q)| ((s, m), q)).collect())
+}
+
+/// What live invoices other than `except` already charged for this subscription and key.
+fn billed_for(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    key: &str,
+    except: Option<&str>,
+) -> Result<i64> {
+    let amounts: Vec<i64> = invoice_lines::table
+        .inner_join(invoices::table)
+        .filter(invoice_lines::subscription_id.eq(subscription_id))
+        .filter(invoice_lines::charge_key.eq_any([key.to_string(), format!("late:{key}")]))
+        .filter(invoices::status.ne("void"))
+        .filter(invoices::id.ne(except.unwrap_or("")))
+        .select(invoice_lines::amount)
+        .load(conn)?;
+    Ok(amounts.into_iter().sum())
+}
+
+/// Replaces the draft's lines with `lines` (creating the draft, or removing it when there
+/// is nothing to bill), then its totals.
+#[allow(clippy::too_many_arguments)]
+fn write_draft(
+    conn: &mut DbConnection,
+    defaults: BillingDefaults,
+    customer: &str,
+    month: Month,
+    currency: &str,
+    tax_rate_bps: i32,
+    existing: Option<Invoice>,
+    lines: Vec<(String, Charge)>,
+    subs: &[Subscription],
+    now: NaiveDateTime,
+) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let invoice = match existing {
+        Some(draft) => {
+            schema::locks::invoice(conn, &draft.id)?;
+            diesel::delete(invoice_lines::table.filter(invoice_lines::invoice_id.eq(&draft.id)))
+                .execute(conn)?;
+            if lines.is_empty() {
+                diesel::delete(invoices::table.find(&draft.id)).execute(conn)?;
+                tally.removed += 1;
+                return Ok(tally);
+            }
+            tally.updated += 1;
+            draft
+        }
+        None if lines.is_empty() => return Ok(tally),
+        None => {
+            let draft = Invoice {
+                id: new_id("inv"),
+                organization_id: customer.to_string(),
+                period: month.to_string(),
+                currency: currency.to_string(),
+                status: "draft".into(),
+                number: None,
+                tax_rate_bps,
+                subtotal: 0,
+                tax: 0,
+                total: 0,
+                amount_paid: 0,
+                amount_credited: 0,
+                tax_credited: 0,
+                payment_failure: None,
+                created_at: now,
+                updated_at: now,
+                finalized_at: None,
+                paid_at: None,
+                voided_at: None,
+            };
+            diesel::insert_into(invoices::table)
+                .values(&draft)
+                .execute(conn)
+                .map_err(|e| {
+                    if schema::is_unique_violation(&e) {
+                        // Another run created it a moment ago: retry, and rebuild that one.
+                        Error::Unavailable("concurrent billing run".into())
+                    } else {
+                        e.into()
+                    }
+                })?;
+            tally.created += 1;
+            draft
+        }
+    };
+    let provider_of: HashMap<&str, &str> = subs
+        .iter()
+        .map(|s| (s.id.as_str(), s.provider_organization_id.as_str()))
+        .collect();
+    let mut fee_of: HashMap<String, i32> = HashMap::new();
+    let mut amounts = Vec::with_capacity(lines.len());
+    for (position, (subscription_id, c)) in lines.into_iter().enumerate() {
+        let provider = provider_of
+            .get(subscription_id.as_str())
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        let fee_bps = match fee_of.get(&provider) {
+            Some(bps) => *bps,
+            None => {
+                let bps = organizations::table
+                    .find(&provider)
+                    .select(organizations::fee_bps)
+                    .first::<Option<i32>>(conn)?
+                    .unwrap_or(defaults.fee_bps);
+                fee_of.insert(provider.clone(), bps);
+                bps
+            }
+        };
+        amounts.push(c.amount);
+        let source = if c.key.starts_with("late:") {
+            format!("late_{}", c.source.as_str())
+        } else {
+            c.source.as_str().to_string()
+        };
+        diesel::insert_into(invoice_lines::table)
+            .values(InvoiceLine {
+                id: new_id("il"),
+                invoice_id: invoice.id.clone(),
+                organization_id: customer.to_string(),
+                provider_organization_id: provider,
+                subscription_id,
+                source,
+                charge_key: c.key,
+                service_period: c.service_period,
+                description: c.description,
+                quantity: c.quantity,
+                unit_amount_decimal: c.unit_amount.map(|d| d.normalize().to_string()),
+                amount: c.amount,
+                tiers: serde_json::to_string(&c.tiers).map_err(Error::internal)?,
+                fee_bps,
+                position: position as i32,
+                created_at: now,
+            })
+            .execute(conn)?;
+    }
+    let totals = billing::invoice::totals(&amounts, tax_rate_bps).map_err(Error::internal)?;
+    diesel::update(invoices::table.find(&invoice.id))
+        .set((
+            invoices::tax_rate_bps.eq(tax_rate_bps),
+            invoices::subtotal.eq(totals.subtotal),
+            invoices::tax.eq(totals.tax),
+            invoices::total.eq(totals.total),
+            invoices::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(tally)
+}

@@ -1,0 +1,564 @@
+//! Billing through the API: worked examples to the minor unit, runs, numbering, credits.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, User, PASSWORD};
+
+/// A platform user (`operator` or `finance`), made as the CLI makes one, signed in.
+fn platform(app: &TestApp, role: &str) -> User {
+    let email = format!(
+        "{role}-{}@example.com",
+        api::domain::ids::random_token(6).to_lowercase()
+    );
+    api::domain::accounts::create_platform_user(
+        &mut app.db.connect(),
+        &app.clock,
+        &email,
+        "Platform",
+        PASSWORD,
+        role,
+    )
+    .unwrap();
+    let t = app.sign_in(&email, PASSWORD);
+    User {
+        email,
+        password: PASSWORD.into(),
+        token: t.json["access_token"].as_str().unwrap().into(),
+        refresh: t.json["refresh_token"].as_str().unwrap().into(),
+        user_id: t.json["user"]["id"].as_str().unwrap().into(),
+        org_id: t.json["organization"]["id"].as_str().unwrap().into(),
+    }
+}
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 9, 0, 0).unwrap()
+}
+
+/// A published listing with one offer; returns the offer id.
+fn offer(app: &TestApp, p: &User, body: Value) -> String {
+    let l = app.post(
+        "/v1/listings",
+        Some(&p.token),
+        json!({"title": "Prices", "summary": "EOD", "visibility": "public"}),
+    );
+    let lid = l.json["id"].as_str().unwrap().to_string();
+    let mut o = json!({"name": "Pro", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 50000,
+        "term_months": 12, "trial_days": 0, "requires_approval": false, "auto_renew_default": true});
+    for (k, v) in body.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    let r = app.post(&format!("/v1/listings/{lid}/offers"), Some(&p.token), o);
+    assert_eq!(r.status, 201, "{}", r.text);
+    app.post(
+        &format!("/v1/listings/{lid}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+fn graduated() -> Value {
+    json!([{"metric": "queries", "model": "graduated", "tiers": [
+        {"up_to": 100, "unit_amount_decimal": "10"}, {"up_to": null, "unit_amount_decimal": "2.5"}]}])
+}
+
+fn subscribe(app: &TestApp, b: &User, offer: &str) -> String {
+    let s = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": offer}),
+    );
+    assert_eq!(s.status, 201, "{}", s.text);
+    s.json["id"].as_str().unwrap().to_string()
+}
+
+fn usage(app: &TestApp, p: &User, sub: &str, prefix: &str, n: usize) {
+    let ts = app.clock.now_for_tests().to_rfc3339();
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("{prefix}{i}"), "subscription_id": sub, "metric": "queries", "quantity": 1, "timestamp": ts}))
+        .collect();
+    let r = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": events}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+fn run(app: &TestApp, fin: &User, period: &str) -> Value {
+    let r = app.post(
+        "/v1/billing-runs",
+        Some(&fin.token),
+        json!({"period": period}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json
+}
+
+fn invoices(app: &TestApp, fin: &User, query: &str) -> Vec<Value> {
+    app.all_pages(&format!("/v1/invoices?{query}"), &fin.token, 200)
+}
+
+fn invoice(app: &TestApp, fin: &User, id: &str) -> Value {
+    app.get(&format!("/v1/invoices/{id}"), Some(&fin.token))
+        .json
+}
+
+fn amount(v: &Value) -> i64 {
+    v["amount"].as_i64().unwrap()
+}
+
+#[test]
+fn a_worked_month_from_usage_to_revenue() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, op, p) = (
+        platform(&app, "finance"),
+        platform(&app, "operator"),
+        app.signup(),
+    );
+    let (b0, b1) = (app.signup(), app.signup());
+    let oid = offer(&app, &p, json!({"usage_prices": graduated()}));
+    let (s0, s1) = (subscribe(&app, &b0, &oid), subscribe(&app, &b1, &oid));
+    app.clock.advance(Duration::seconds(10));
+    usage(&app, &p, &s0, "q", 150);
+    usage(&app, &p, &s1, "r", 149);
+    let tax = app.send(
+        Method::PATCH,
+        &format!("/v1/organizations/{}/billing-settings", b0.org_id),
+        Some(&op.token),
+        Some(&json!({"tax_rate_bps": 1000})),
+        &[],
+    );
+    assert_eq!(tax.json["effective_tax_rate_bps"], 1000, "{}", tax.text);
+    assert_eq!(
+        app.send(
+            Method::PATCH,
+            &format!("/v1/organizations/{}/billing-settings", b0.org_id),
+            Some(&fin.token),
+            Some(&json!({"tax_rate_bps": 0})),
+            &[]
+        )
+        .status,
+        403
+    );
+
+    let first = run(&app, &fin, "2026-11");
+    assert_eq!(first["invoices_created"], 2);
+    let again = run(&app, &fin, "2026-11");
+    assert_eq!(
+        (
+            again["invoices_created"].as_i64(),
+            again["invoices_updated"].as_i64()
+        ),
+        (Some(0), Some(2))
+    );
+    let all = invoices(&app, &fin, "period=2026-11");
+    assert_eq!(all.len(), 2);
+    let id_of = |org: &str| {
+        all.iter().find(|i| i["customer"]["id"] == org).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (i0, i1) = (id_of(&b0.org_id), id_of(&b1.org_id));
+    let inv0 = invoice(&app, &fin, &i0);
+    assert_eq!(inv0["status"], "draft");
+    assert!(inv0["number"].is_null());
+    let lines: Vec<i64> = inv0["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| amount(&l["amount"]))
+        .collect();
+    assert_eq!(lines, vec![50000, 1125]);
+    assert_eq!(
+        (
+            amount(&inv0["subtotal"]),
+            amount(&inv0["tax"]),
+            amount(&inv0["total"])
+        ),
+        (51125, 5112, 56237)
+    );
+    assert_eq!(inv0["lines"][1]["tiers"].as_array().unwrap().len(), 2);
+    let inv1 = invoice(&app, &fin, &i1);
+    assert_eq!(
+        (amount(&inv1["subtotal"]), amount(&inv1["tax"])),
+        (51122, 0),
+        "122.5 rounds half-even to 122"
+    );
+
+    // Customers read their own invoices only; providers and members none.
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{i1}"), Some(&b0.token))
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{i0}"), Some(&b0.token))
+            .status,
+        200
+    );
+    assert_eq!(invoices(&app, &b0, "").len(), 1);
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{i0}"), Some(&p.token))
+            .status,
+        404
+    );
+    assert_eq!(
+        app.post(
+            "/v1/billing-runs",
+            Some(&p.token),
+            json!({"period": "2026-11"})
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        app.post(
+            &format!("/v1/invoices/{i0}/finalize"),
+            Some(&b0.token),
+            json!({})
+        )
+        .status,
+        403
+    );
+
+    // Finalize: consecutive numbers, then immutable.
+    let f0 = app.post(
+        &format!("/v1/invoices/{i0}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    let f1 = app.post(
+        &format!("/v1/invoices/{i1}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(
+        (f0.json["status"].as_str(), f1.json["status"].as_str()),
+        (Some("open"), Some("open"))
+    );
+    assert_eq!(f0.json["number"], "MKT-2026-000001");
+    assert_eq!(f1.json["number"], "MKT-2026-000002");
+    assert_eq!(
+        app.post(
+            &format!("/v1/invoices/{i0}/finalize"),
+            Some(&fin.token),
+            json!({})
+        )
+        .problem(409),
+        "invalid_state"
+    );
+
+    // Pay, credit twice (tax 100 then 1), refuse over-credit, refuse voiding what is paid.
+    let paid = app.post(
+        &format!("/v1/invoices/{i0}/pay"),
+        Some(&fin.token),
+        json!({"method": "manual", "reference": "wire 123"}),
+    );
+    assert_eq!(paid.json["status"], "paid");
+    let fee_line = inv0["lines"][0]["id"].as_str().unwrap();
+    let usage_line = inv0["lines"][1]["id"].as_str().unwrap();
+    let cn1 = app.post(
+        &format!("/v1/invoices/{i0}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "outage", "lines": [{"invoice_line_id": fee_line, "amount": 1000}]}),
+    );
+    let cn2 = app.post(
+        &format!("/v1/invoices/{i0}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "rerun", "lines": [{"invoice_line_id": usage_line, "amount": 15}]}),
+    );
+    assert_eq!(
+        (amount(&cn1.json["tax"]), amount(&cn2.json["tax"])),
+        (100, 1)
+    );
+    assert_eq!(amount(&cn1.json["total"]), 1100);
+    let over = app.post(
+        &format!("/v1/invoices/{i0}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "x", "lines": [{"invoice_line_id": fee_line, "amount": 49001}]}),
+    );
+    assert_eq!(over.fields(), vec!["lines[0].amount"]);
+    assert_eq!(
+        app.post(
+            &format!("/v1/invoices/{i0}/void"),
+            Some(&fin.token),
+            json!({})
+        )
+        .problem(409),
+        "invalid_state"
+    );
+
+    // The export and the revenue report.
+    let csv = app.get("/v1/invoices/export?period=2026-11", Some(&fin.token));
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(csv.text.lines().next().unwrap().contains("invoice_number"));
+    assert!(
+        csv.text.contains(",500.00\n")
+            && csv.text.contains(",11.25\n")
+            && csv.text.contains("MKT-2026-000002"),
+        "{}",
+        csv.text
+    );
+    let rev = app
+        .get("/v1/reports/revenue?period=2026-11", Some(&fin.token))
+        .json;
+    let row = &rev["data"][0];
+    assert_eq!(amount(&row["gross"]), 51125 + 51122 - 1000 - 15);
+    assert_eq!(amount(&row["fee"]), 3037, "3% of 101232 = 3036.96");
+    assert_eq!(amount(&row["net"]), 101232 - 3037);
+    assert_eq!(
+        app.get("/v1/reports/revenue?period=2026-11", Some(&p.token))
+            .json["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(app
+        .get("/v1/reports/revenue?period=2026-11", Some(&b1.token))
+        .json["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let payouts = app
+        .get("/v1/payout-statements?period=2026-11", Some(&fin.token))
+        .json;
+    assert_eq!(
+        amount(&payouts["data"][0]["gross"]),
+        51125 - 1000 - 15,
+        "payouts count paid invoices only"
+    );
+
+    // Late usage after finalization lands on December's draft as a late charge.
+    usage(&app, &p, &s0, "late", 4);
+    run(&app, &fin, "2026-11");
+    assert_eq!(
+        invoice(&app, &fin, &i0)["total"],
+        f0.json["total"],
+        "a finalized invoice never changes"
+    );
+    app.clock.set(at(2026, 12, 2));
+    let (fin, p) = (app.again(&fin), app.again(&p));
+    run(&app, &fin, "2026-12");
+    let dec = invoices(
+        &app,
+        &fin,
+        &format!("period=2026-12&customer={}", b0.org_id),
+    );
+    let dec = invoice(&app, &fin, dec[0]["id"].as_str().unwrap());
+    let late: Vec<&Value> = dec["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["source"] == "late_usage")
+        .collect();
+    assert_eq!(late.len(), 1);
+    assert_eq!(amount(&late[0]["amount"]), 10, "4 more queries at 2.5 = 10");
+
+    // Void the open one: its period is billed again.
+    assert_eq!(
+        app.post(
+            &format!("/v1/invoices/{i1}/void"),
+            Some(&fin.token),
+            json!({})
+        )
+        .json["status"],
+        "void"
+    );
+    run(&app, &fin, "2026-11");
+    let rebilled: Vec<Value> = invoices(
+        &app,
+        &fin,
+        &format!("period=2026-11&customer={}", b1.org_id),
+    )
+    .into_iter()
+    .filter(|i| i["status"] == "draft")
+    .collect();
+    assert_eq!(rebilled.len(), 1);
+    assert_eq!(
+        app.post(
+            "/v1/billing-runs",
+            Some(&fin.token),
+            json!({"period": "2026-13"})
+        )
+        .fields(),
+        vec!["period"]
+    );
+}
+
+#[test]
+fn trials_month_ends_one_time_and_volume_prices() {
+    let app = TestApp::spawn();
+    let (fin, p) = (platform(&app, "finance"), app.signup());
+    // A trial: usage during it is free; the first fee starts with the term.
+    app.clock.set(at(2026, 1, 10));
+    let b = app.signup();
+    let trial = offer(
+        &app,
+        &p,
+        json!({"trial_days": 14, "usage_prices": graduated()}),
+    );
+    let s = subscribe(&app, &b, &trial);
+    app.clock.advance(Duration::days(1));
+    usage(&app, &p, &s, "t", 500);
+    app.clock.set(at(2026, 1, 25));
+    let p = app.again(&p);
+    usage(&app, &p, &s, "u", 10);
+    // Jan 31: periods step Feb 28, Mar 31.
+    app.clock.set(at(2026, 1, 31));
+    let (fin, p) = (app.again(&fin), app.again(&p));
+    let b31 = app.signup();
+    let monthly = offer(&app, &p, json!({}));
+    subscribe(&app, &b31, &monthly);
+    // One-time JPY, and volume tiers with a flat amount.
+    let bj = app.signup();
+    let jpy = offer(
+        &app,
+        &p,
+        json!({"currency": "JPY", "billing_interval": "one_time", "recurring_amount": 120000}),
+    );
+    subscribe(&app, &bj, &jpy);
+    let bv = app.signup();
+    let volume = offer(
+        &app,
+        &p,
+        json!({"recurring_amount": 0, "usage_prices": [{"metric": "queries", "model": "volume", "tiers": [
+        {"up_to": 100, "unit_amount_decimal": "3", "flat_amount": 700}, {"up_to": null, "unit_amount_decimal": "1", "flat_amount": 200}]}]}),
+    );
+    let sv = subscribe(&app, &bv, &volume);
+    app.clock.advance(Duration::seconds(5));
+    usage(&app, &p, &sv, "v", 150);
+
+    run(&app, &fin, "2026-01");
+    let jan = |org: &str| {
+        let list = invoices(&app, &fin, &format!("period=2026-01&customer={org}"));
+        invoice(&app, &fin, list[0]["id"].as_str().unwrap())
+    };
+    let t = jan(&b.org_id);
+    let amounts: Vec<i64> = t["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| amount(&l["amount"]))
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![50000, 100],
+        "fee from the term start on the 24th; only the 10 queries after the trial"
+    );
+    assert_eq!(amount(&jan(&bj.org_id)["total"]), 120000);
+    assert_eq!(jan(&bj.org_id)["currency"], "JPY");
+    assert_eq!(
+        amount(&jan(&bv.org_id)["subtotal"]),
+        350,
+        "150 × 1 + the second tier's flat 200"
+    );
+    assert_eq!(amount(&jan(&b31.org_id)["subtotal"]), 50000);
+
+    run(&app, &fin, "2026-02");
+    let feb = invoices(
+        &app,
+        &fin,
+        &format!("period=2026-02&customer={}", b31.org_id),
+    );
+    let feb = invoice(&app, &fin, feb[0]["id"].as_str().unwrap());
+    assert!(feb["lines"][0]["service_period"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-02-28T09:00:00Z/2026-03-31T09:00:00Z"));
+    assert!(
+        invoices(
+            &app,
+            &fin,
+            &format!("period=2026-02&customer={}", bj.org_id)
+        )
+        .is_empty(),
+        "one-time: nothing after the first month"
+    );
+}
+
+#[test]
+fn cancelling_during_a_trial_bills_nothing() {
+    let app = TestApp::spawn();
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    app.clock.set(at(2026, 3, 1));
+    let s = subscribe(&app, &b, &offer(&app, &p, json!({"trial_days": 30})));
+    app.post(
+        &format!("/v1/subscriptions/{s}/cancel"),
+        Some(&b.token),
+        json!({}),
+    );
+    run(&app, &fin, "2026-03");
+    assert!(
+        invoices(&app, &fin, "period=2026-03").is_empty(),
+        "a customer with no lines gets no invoice"
+    );
+}
+
+#[test]
+fn concurrent_runs_and_finalizations_stay_exact() {
+    let app = Arc::new(TestApp::spawn());
+    app.clock.set(at(2026, 5, 5));
+    let (fin, p) = (platform(&app, "finance"), app.signup());
+    let oid = offer(&app, &p, json!({"usage_prices": graduated()}));
+    for _ in 0..50 {
+        let b = app.signup();
+        subscribe(&app, &b, &oid);
+    }
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, token) = (app.clone(), fin.token.clone());
+            std::thread::spawn(move || {
+                app.post(
+                    "/v1/billing-runs",
+                    Some(&token),
+                    json!({"period": "2026-05"}),
+                )
+            })
+        })
+        .collect();
+    for r in runs {
+        assert_eq!(r.join().unwrap().status, 201);
+    }
+    let all = invoices(&app, &fin, "period=2026-05");
+    assert_eq!(all.len(), 50, "one invoice per customer");
+    assert!(
+        all.iter().all(|i| amount(&i["subtotal"]) == 50000),
+        "no doubled line"
+    );
+    let finals: Vec<_> = all
+        .iter()
+        .map(|i| {
+            let (app, token, id) = (
+                app.clone(),
+                fin.token.clone(),
+                i["id"].as_str().unwrap().to_string(),
+            );
+            std::thread::spawn(move || {
+                app.post(
+                    &format!("/v1/invoices/{id}/finalize"),
+                    Some(&token),
+                    json!({}),
+                )
+            })
+        })
+        .collect();
+    let mut numbers: Vec<String> = finals
+        .into_iter()
+        .map(|h| {
+            let r = h.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["number"].as_str().unwrap().to_string()
+        })
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=50).map(|n| format!("MKT-2026-{n:06}")).collect();
+    assert_eq!(numbers, expected, "gap-free, no duplicate");
+}

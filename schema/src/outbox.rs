@@ -1,0 +1,57 @@
+//! Claiming due outbox messages, so two workers never send one message at once: PostgreSQL
+//! locks the due rows and skips those another worker holds (`FOR UPDATE SKIP LOCKED`);
+//! SQLite takes the write lock first (`BEGIN IMMEDIATE`), so claims run one after another.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::models::OutboxMessage;
+use crate::schema::outbox;
+use crate::DbConnection;
+
+/// Claims up to `limit` pending messages due at `now`, oldest due first, in a short
+/// transaction of its own: each gets one more attempt and a lease (`next_attempt_at =
+/// lease_until`), so the messages of a worker that dies come due again when the lease ends.
+/// Returns the claimed rows as they now stand.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<OutboxMessage>> {
+    macro_rules! due {
+        () => {
+            outbox::table
+                .filter(outbox::status.eq("pending"))
+                .filter(outbox::next_attempt_at.le(now))
+                .order((outbox::next_attempt_at.asc(), outbox::id.asc()))
+                .limit(limit)
+                .select(OutboxMessage::as_select())
+        };
+    }
+    macro_rules! lease {
+        ($c:expr, $rows:expr) => {{
+            let mut rows: Vec<OutboxMessage> = $rows;
+            let ids: Vec<&str> = rows.iter().map(|m| m.id.as_str()).collect();
+            if !ids.is_empty() {
+                diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                    .set((
+                        outbox::attempts.eq(outbox::attempts + 1),
+                        outbox::next_attempt_at.eq(lease_until),
+                    ))
+                    .execute($c)?;
+            }
+            for m in &mut rows {
+                m.attempts += 1;
+                m.next_attempt_at = lease_until;
+            }
+            Ok(rows)
+        }};
+    }
+    match conn {
+        DbConnection::Postgresql(c) => {
+            c.transaction(|c| lease!(c, due!().for_update().skip_locked().load(c)?))
+        }
+        DbConnection::Sqlite(c) => c.immediate_transaction(|c| lease!(c, due!().load(c)?)),
+    }
+}
