@@ -8,10 +8,13 @@
 #   CI_CACHE_DIR               where the Schemathesis virtualenv is kept
 #                              (default ~/.cache/marketplace-ci)
 #   MARKETPLACE_DATABASE_URL   passed through to the server if set (default: SQLite in a temp dir)
-#   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 50)
+#   MARKETPLACE_BIN            the server binary to test as it is; by default the script runs
+#                              `cargo build --release --bin marketplace` and tests
+#                              ${CARGO_TARGET_DIR:-target}/release/marketplace
+#   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 300: a few minutes)
 #   SCHEMATHESIS_SEED          the random seed (default fixed, so runs are reproducible)
-#   SCHEMATHESIS_REPORT        report formats (default junit), written to
-#   SCHEMATHESIS_REPORT_DIR    (default: a temporary directory, removed at the end)
+#   SCHEMATHESIS_REPORT_DIR    if set, reports are written there, in the formats of
+#   SCHEMATHESIS_REPORT        (default junit; e.g. junit,ndjson,har)
 # Further arguments go to `schemathesis run` as they are.
 set -euo pipefail
 
@@ -22,7 +25,7 @@ cd "$root"
 
 cache_dir="${CI_CACHE_DIR:-$HOME/.cache/marketplace-ci}"
 venv="$cache_dir/venv"
-max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
+max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-300}"
 seed="${SCHEMATHESIS_SEED:-20260101}"
 
 log() { printf '[schemathesis.sh] %s\n' "$*" >&2; }
@@ -32,7 +35,7 @@ log() { printf '[schemathesis.sh] %s\n' "$*" >&2; }
 if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null || true)" != *"$SCHEMATHESIS_VERSION"* ]]; then
     log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
     mkdir -p "$cache_dir"
-    python3 -m venv "$venv"
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         "schemathesis==$SCHEMATHESIS_VERSION"
 fi
@@ -40,10 +43,18 @@ st="$venv/bin/schemathesis"
 
 # ---------------------------------------------------------------- the server
 
-binary="$root/target/release/marketplace"
-if [[ ! -x "$binary" ]]; then
-    log "building $binary"
+# The binary embeds openapi.yaml, so a stale one would be tested against an old contract:
+# build it (a no-op when it is up to date), unless told to take a given binary as it is.
+if [[ -n "${MARKETPLACE_BIN:-}" ]]; then
+    binary="$MARKETPLACE_BIN"
+else
+    binary="${CARGO_TARGET_DIR:-$root/target}/release/marketplace"
+    log "cargo build --release --bin marketplace"
     cargo build --release --bin marketplace
+fi
+if [[ ! -x "$binary" ]]; then
+    log "no executable at $binary"
+    exit 1
 fi
 
 work="$(mktemp -d)"
@@ -82,7 +93,7 @@ env "${server_env[@]}" "$binary" serve --listen "127.0.0.1:$port" --data-dir "$w
     >"$work/server.log" 2>&1 &
 server_pid=$!
 
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     if curl -fsS "$base/healthz" >/dev/null 2>&1; then
         break
     fi
@@ -94,94 +105,227 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$base/healthz" >/dev/null
 
-# ---------------------------------------------------------------- a caller
+# ---------------------------------------------------------------- fixtures
 
-api() { curl -fsS -H 'Content-Type: application/json' "$@"; }
-json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# The server must serve the spec in the work tree (it embeds the file at build time).
+if ! curl -fsS "$base/openapi.yaml" | cmp -s - "$root/openapi.yaml"; then
+    log "$binary serves another openapi.yaml than the work tree's: rebuild it"
+    exit 1
+fi
 
-# The caller: an organization admin, the one role every documented operation may succeed
-# for. The fuzzer cannot remove this user (removing yourself is 409 `cannot_remove_self`),
-# and revoking API keys leaves its access token alone.
-token="$(api -X POST "$base/v1/auth/signup" -d '{"email": "fuzz-admin@example.com",
-    "password": "a long fuzzing password", "name": "Fuzz Admin",
-    "organization_name": "Fuzzing Ltd"}' | json_field access_token)"
-# A second member, so that a one-item page has a next page: a cursor the server issued.
-api -X POST "$base/v1/organization/members" -H "Authorization: Bearer $token" \
-    -d '{"email": "fuzz-member@example.com", "password": "another fuzzing password",
-         "name": "Fuzz Member", "role": "member"}' >/dev/null
-cursor="$(api "$base/v1/organization/members?limit=1" -H "Authorization: Bearer $token" \
-    | json_field next_cursor)"
-# The user of the spec's examples, so that its sign-in example signs in.
-api -X POST "$base/v1/auth/signup" -d '{"email": "ada@example.com",
-    "password": "correct horse battery staple", "name": "Ada Lovelace",
-    "organization_name": "Analytical Engines Ltd"}' >/dev/null
+# - the caller: an organization admin, the one role every documented operation may succeed
+#   for. The fuzzer cannot remove this user (removing yourself is 409 `cannot_remove_self`),
+#   and revoking API keys leaves its access token alone;
+# - a second member, so that a one-item page has a next page: a cursor the server issued;
+# - the user of the spec's examples (ada@example.com), so that its sign-in example signs in;
+#   its organization is the "other organization" that private listings and offers name;
+# - a published listing of the caller's with a per-unit priced metric, and an active
+#   subscription of Ada's organization to it, for which the caller reports usage;
+# - an open revision of a dataset of that listing, holding one file.
+# Addresses are unique per run: a database passed in through MARKETPLACE_DATABASE_URL may
+# be reused.
+fixtures="$(python3 - "$base" "$(date +%s)-$$" <<'PY'
+import json
+import shlex
+import sys
+import urllib.error
+import urllib.request
+
+base, run_id = sys.argv[1], sys.argv[2]
+
+
+def call(method, path, body=None, token=None, expect=(200, 201)):
+    request = urllib.request.Request(base + path, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(request, data) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    if status not in expect:
+        sys.exit(f"fixture {method} {path}: HTTP {status}: {text[:500]!r}")
+    return status, json.loads(text)
+
+
+def sign_up(email, password, name, organization):
+    body = {"email": email, "password": password, "name": name, "organization_name": organization}
+    status, session = call("POST", "/v1/auth/signup", body, expect=(201, 409))
+    if status == 409:
+        _, session = call("POST", "/v1/auth/token", {"email": email, "password": password})
+    return session
+
+
+admin = sign_up(f"fuzz-admin-{run_id}@example.com", "a long fuzzing password", "Fuzz Admin", "Fuzzing Ltd")
+token = admin["access_token"]
+call("POST", "/v1/organization/members", {
+    "email": f"fuzz-member-{run_id}@example.com", "password": "another fuzzing password",
+    "name": "Fuzz Member", "role": "member"}, token)
+_, page = call("GET", "/v1/organization/members?limit=1", token=token)
+ada = sign_up("ada@example.com", "correct horse battery staple", "Ada Lovelace", "Analytical Engines Ltd")
+
+_, listing = call("POST", "/v1/listings", {
+    "title": "Fuzzing fixture", "summary": "A listing with a subscriber, to report usage for.",
+    "visibility": "public"}, token)
+_, offer = call("POST", f"/v1/listings/{listing['id']}/offers", {
+    "name": "Per row", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 0,
+    "term_months": 12, "usage_prices": [{"metric": "rows", "model": "per_unit", "unit_amount_decimal": "0.01"}]},
+    token)
+call("POST", f"/v1/listings/{listing['id']}/publish", token=token)
+_, subscription = call("POST", "/v1/subscriptions", {"offer_id": offer["id"]}, ada["access_token"])
+_, dataset = call("POST", f"/v1/listings/{listing['id']}/datasets", {"name": "Rows"}, token)
+_, revision = call("POST", f"/v1/datasets/{dataset['id']}/revisions", {}, token)
+upload = urllib.request.Request(
+    f"{base}/v1/revisions/{revision['id']}/assets/rows.csv", data=b"a,b\n1,2\n3,4\n", method="PUT")
+upload.add_header("Content-Type", "text/csv")
+upload.add_header("Authorization", f"Bearer {token}")
+with urllib.request.urlopen(upload) as response:
+    asset = json.loads(response.read())
+
+for name, value in [
+    ("token", token),
+    ("issued_cursor", page["next_cursor"]),
+    ("other_organization", ada["organization"]["id"]),
+    ("usage_subscription", subscription["id"]),
+    ("usage_metric", "rows"),
+    ("open_revision", revision["id"]),
+    ("asset", asset["id"]),
+]:
+    print(f"{name}={shlex.quote(value)}")
+PY
+)"
+eval "$fixtures"
 
 # ---------------------------------------------------------------- hooks
 
-# Some rules of the contract make a request valid or not by what was sent before, which no
-# schema can say; without these hooks `positive_data_acceptance` would flag schema-valid
-# requests that the contract itself calls client errors, and success paths would go untested:
-# - an Idempotency-Key reused on the same path with a different request is 422
-#   `idempotency_key_reused`: when a generated key would be such a reuse, it gets a unique
-#   suffix (a key reused with the same request still goes out as is, and is replayed);
-# - `cursor` is opaque, and only a cursor the server issued is valid (422 otherwise): a
-#   non-empty cursor in schema-valid query parameters becomes one the server issued;
-# - a refresh token is valid once, and only if the server issued it: one shaped like a
-#   refresh token (`mkt_rt_…`, as the spec's example) that the server never issued becomes
-#   an unspent one the server issued during the run (spent ones are left alone: reusing
-#   one must be 401);
-# - an e-mail address can be registered once (409 `email_taken`), and generated requests
-#   repeat a few addresses (the spec's examples above all): an address is sent as is twice
-#   (the second time meets 409), after that it gets a unique `+tag`, so that sign-up and
-#   new members mostly succeed and their success responses are checked.
-# Negative (schema-invalid) cases are left alone, so their rejection is still checked.
+# Some rules of the contract make a request valid or not by the server's state or by what
+# was sent before, which no schema can say. Without these hooks `positive_data_acceptance`
+# would flag schema-valid requests that the contract itself calls client errors, and the
+# success paths behind them would go untested. Only schema-valid (positive) cases are
+# touched, and only as far as the rule needs; negative cases go out as generated, so their
+# rejection is still checked.
+# - Idempotency-Key: reused on the same path with another request it is 422
+#   `idempotency_key_reused`; such a reuse gets a unique suffix (a key reused with the same
+#   request goes out as is, and is replayed).
+# - `cursor` is opaque; only one the server issued is valid (422 otherwise). A non-empty one
+#   becomes an issued one; the catalog's (sorted) cursors are dropped instead.
+# - `sort=relevance` needs words to search for in `q`.
+# - JSON Schema counts 6.0 as an integer, serde's integers do not: integral floats in
+#   bodies become integers (the server's 422 for them is strict, not wrong).
+# - A usage window (`from`, `to`, or one of them and the current month) runs forwards and
+#   spans at most 366 days.
+# - A refresh token is valid once, and only if the server issued it: one shaped like one
+#   (`mkt_rt_…`, as the spec's example) that the server never issued becomes an unspent
+#   one issued during the run (spent ones go out as they are: reusing one must be 401).
+# - An e-mail address can be registered once (409 `email_taken`), and generated requests
+#   repeat a few (the spec's examples above all): one is sent as is twice (the second time
+#   meets 409), after that it gets a unique `+tag`.
+# - Organization ids in `allowed_organization_ids` and `private_to_organization_ids` must
+#   name existing organizations: they become the fixture's other organization.
+# - An offer prices each metric once, lists as free only metrics it does not price, and its
+#   tiers' bounds rise strictly with only the last one unbounded.
+# - Usage is reported for a subscription to one of the caller's listings, for a metric its
+#   offer prices, inside its active window: events go to the fixture's subscription and
+#   metric, timed now.
+# - Files: every other upload goes to the fixture's open revision and every other read
+#   (and download URL) to its file, so that success responses and byte ranges get checked
+#   too, not only 404s.
 mkdir -p "$work/hooks"
 cat >"$work/hooks/marketplace_hooks.py" <<'PY'
 import itertools
 import json
 import os
 import re
+from datetime import date, datetime, timedelta, timezone
 
 import schemathesis
 
 VALID_KEY = re.compile(r"[\x21-\x7E]{1,255}")
-ISSUED_CURSOR = os.environ["MARKETPLACE_ISSUED_CURSOR"]
+ISSUED_CURSOR = os.environ["FUZZ_ISSUED_CURSOR"]
+OTHER_ORGANIZATION = os.environ["FUZZ_OTHER_ORGANIZATION"]
+USAGE_SUBSCRIPTION = os.environ["FUZZ_USAGE_SUBSCRIPTION"]
+USAGE_METRIC = os.environ["FUZZ_USAGE_METRIC"]
+OPEN_REVISION = os.environ["FUZZ_OPEN_REVISION"]
+ASSET = os.environ["FUZZ_ASSET"]
 SESSION_PATHS = {"/v1/auth/signup", "/v1/auth/token", "/v1/auth/refresh"}
+NEW_USER_PATHS = {"/v1/auth/signup", "/v1/organization/members"}
 
-_first_use = {}  # (path, Idempotency-Key) -> the request it was first sent with
 _suffixes = itertools.count()
+_first_use = {}  # (path, Idempotency-Key) -> the request it was first sent with
 _issued_refresh = set()  # every refresh token the server issued during the run
-_emails_sent = {}  # e-mail address -> how often a new user was requested with it
 _unspent_refresh = []  # those not sent back yet
+_emails_sent = {}  # e-mail address -> how often a new user was requested with it
+_file_cases = itertools.count()
 
 
 def _positive(case):
-    """Whether the whole case is schema-valid. Only those are touched: editing a negative
-    case makes Schemathesis revalidate it, and an auth-less probe could turn positive and
-    get the session's Authorization header back."""
+    """Whether the whole case is schema-valid. Editing a negative case would make
+    Schemathesis revalidate it, and an auth-less probe could turn positive and get the
+    session's Authorization header back."""
     return case.meta is None or case.meta.generation.mode.is_positive
 
 
-def _fix_cursor(case):
+def _body(case):
+    return case.body if isinstance(case.body, dict) else None
+
+
+def _fix_query(case):
     query = case.query
-    if query and query.get("cursor"):
-        query["cursor"] = ISSUED_CURSOR
+    if not query:
+        return
+    if query.get("cursor"):
+        if case.path == "/v1/listings" and query.get("mine") != "true":
+            del query["cursor"]
+        else:
+            query["cursor"] = ISSUED_CURSOR
+    if query.get("sort") == "relevance" and not any(c.isalnum() for c in str(query.get("q") or "")):
+        query["q"] = "data"
+    if case.path.endswith("/usage") and (query.get("from") or query.get("to")):
+        first, last = sorted([query.get("from") or query["to"], query.get("to") or query["from"]])
+        if date.fromisoformat(last) - date.fromisoformat(first) > timedelta(days=366):
+            last = (date.fromisoformat(first) + timedelta(days=366)).isoformat()
+        query["from"], query["to"] = first, last
+
+
+def _integral(value):
+    """JSON Schema counts 6.0 as an integer; the server's integer fields take 6 only."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+def _fix_integers(case):
+    if isinstance(case.body, (dict, list)):
+        case.body = _integral(case.body)
 
 
 def _fix_refresh_token(case):
-    body = case.body
-    if case.path != "/v1/auth/refresh" or not isinstance(body, dict):
+    body = _body(case)
+    if case.path != "/v1/auth/refresh" or body is None:
         return
     token = body.get("refresh_token")
-    if not isinstance(token, str) or not token.startswith("mkt_rt_") or token in _issued_refresh:
-        return
-    if _unspent_refresh:
-        body["refresh_token"] = _unspent_refresh.pop()
+    if isinstance(token, str) and token.startswith("mkt_rt_") and token not in _issued_refresh:
+        if _unspent_refresh:
+            body["refresh_token"] = _unspent_refresh.pop()
+
+
+def _note_spent_refresh_token(case):
+    body = _body(case)
+    if case.path == "/v1/auth/refresh" and body is not None:
+        token = body.get("refresh_token")
+        if token in _unspent_refresh:
+            _unspent_refresh.remove(token)
 
 
 def _fix_email(case):
-    body = case.body
-    if case.path not in {"/v1/auth/signup", "/v1/organization/members"} or not isinstance(body, dict):
+    body = _body(case)
+    if case.path not in NEW_USER_PATHS or body is None:
         return
     email = body.get("email")
     if not isinstance(email, str) or "@" not in email:
@@ -194,6 +338,59 @@ def _fix_email(case):
             body["email"] = email = fresh
     key = email.strip().lower()
     _emails_sent[key] = _emails_sent.get(key, 0) + 1
+
+
+def _fix_organization_ids(case):
+    body = _body(case)
+    if body is None:
+        return
+    for field in ("allowed_organization_ids", "private_to_organization_ids"):
+        if isinstance(body.get(field), list) and body[field]:
+            body[field] = [OTHER_ORGANIZATION]
+
+
+def _fix_offer(case):
+    body = _body(case)
+    if not case.path.endswith("/offers") or body is None:
+        return
+    priced = []
+    for i, price in enumerate(body.get("usage_prices") or []):
+        if not isinstance(price, dict):
+            continue
+        if price.get("metric") in priced:
+            price["metric"] = f"{price['metric'][:56]}-{i}"
+        priced.append(price.get("metric"))
+        tiers = price.get("tiers")
+        if price.get("model") != "per_unit" and isinstance(tiers, list) and tiers:
+            bound = 0
+            for tier in (t for t in tiers[:-1] if isinstance(t, dict)):
+                up_to = tier.get("up_to")
+                bound = max(bound + 1, min(up_to, 2**62) if isinstance(up_to, int) else 0)
+                tier["up_to"] = bound
+            if isinstance(tiers[-1], dict):
+                tiers[-1]["up_to"] = None
+    if isinstance(body.get("free_metrics"), list):
+        body["free_metrics"] = [m for m in body["free_metrics"] if m not in priced]
+
+
+def _fix_usage_events(case):
+    body = _body(case)
+    if case.path != "/v1/usage-events" or body is None or not isinstance(body.get("events"), list):
+        return
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    for event in body["events"]:
+        if isinstance(event, dict):
+            event.update(subscription_id=USAGE_SUBSCRIPTION, metric=USAGE_METRIC, timestamp=now)
+
+
+def _fix_file_ids(case):
+    """Every other upload goes to the open revision, every other read to the file."""
+    params = case.path_parameters
+    if not params or "id" not in params:
+        return
+    if case.path == "/v1/revisions/{id}/assets/{name}" or case.path.startswith("/v1/assets/{id}/"):
+        if next(_file_cases) % 2 == 0:
+            params["id"] = OPEN_REVISION if case.path.startswith("/v1/revisions/") else ASSET
 
 
 def _fix_idempotency_key(case):
@@ -214,14 +411,17 @@ def _fix_idempotency_key(case):
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if _positive(case):
-        _fix_cursor(case)
+        _fix_integers(case)
+        _fix_query(case)
         _fix_refresh_token(case)
         _fix_email(case)
+        _fix_organization_ids(case)
+        _fix_offer(case)
+        _fix_usage_events(case)
+        _fix_file_ids(case)
+        # Last: it compares whole requests, after the fixes above.
         _fix_idempotency_key(case)
-    if case.path == "/v1/auth/refresh" and isinstance(case.body, dict):
-        token = case.body.get("refresh_token")
-        if token in _unspent_refresh:
-            _unspent_refresh.remove(token)
+    _note_spent_refresh_token(case)
 
 
 @schemathesis.hook
@@ -239,12 +439,22 @@ PY
 
 # ---------------------------------------------------------------- the run
 
+report=()
+if [[ -n "${SCHEMATHESIS_REPORT_DIR:-}" ]]; then
+    report=(--report "${SCHEMATHESIS_REPORT:-junit}" --report-dir "$SCHEMATHESIS_REPORT_DIR")
+fi
+
 log "schemathesis $SCHEMATHESIS_VERSION: --checks all, seed $seed, $max_examples examples per operation"
 # `--include-path-regex .` selects every operation; without an explicit filter Schemathesis
 # leaves out the one serving the schema document (GET /openapi.yaml).
 PYTHONPATH="$work/hooks${PYTHONPATH:+:$PYTHONPATH}" \
 SCHEMATHESIS_HOOKS=marketplace_hooks \
-MARKETPLACE_ISSUED_CURSOR="$cursor" \
+FUZZ_ISSUED_CURSOR="$issued_cursor" \
+FUZZ_OTHER_ORGANIZATION="$other_organization" \
+FUZZ_USAGE_SUBSCRIPTION="$usage_subscription" \
+FUZZ_USAGE_METRIC="$usage_metric" \
+FUZZ_OPEN_REVISION="$open_revision" \
+FUZZ_ASSET="$asset" \
 "$st" run "$base/openapi.yaml" \
     --checks all \
     --include-path-regex . \
@@ -255,6 +465,5 @@ MARKETPLACE_ISSUED_CURSOR="$cursor" \
     --workers 1 \
     --request-timeout 30 \
     --no-color \
-    --report "${SCHEMATHESIS_REPORT:-junit}" \
-    --report-dir "${SCHEMATHESIS_REPORT_DIR:-$work/report}" \
+    "${report[@]}" \
     "$@"

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{CommonSettings, LogFormat, ServeSettings};
+use crate::config::{CommonSettings, LogFormat, PaymentSettings, ServeSettings};
 use crate::domain::accounts;
 use crate::domain::clock::SystemClock;
 use crate::domain::commerce::lifecycle;
-use crate::domain::invoicing::{runs, BillingDefaults};
+use crate::domain::invoicing::{grace, payments, runs, BillingDefaults};
 use crate::domain::Error;
 use crate::server::Application;
 
@@ -32,6 +32,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `Serve`'s settings next to the other variants costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (migrates the database first).
@@ -73,8 +76,13 @@ pub enum BillingCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// One pass of the lifecycle worker (renewals, expiries, billing periods), then exit.
-    RunOnce,
+    /// One pass of the background jobs, then exit: the lifecycle worker (renewals, expiries,
+    /// billing periods), the grace pass (suspending and restoring grants) and, with a Stripe
+    /// key, payment collection.
+    RunOnce {
+        #[command(flatten)]
+        payments: PaymentSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,20 +105,22 @@ pub enum PlatformRole {
     Finance,
 }
 
-pub fn init_tracing(format: LogFormat) {
+/// Logs to standard error through a background writer, so a request never waits on the
+/// terminal or pipe; keep the guard alive until exit, it flushes what is left.
+pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+    guard
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_tracing(cli.common.log_format);
+    let _log_flush = init_tracing(cli.common.log_format);
     match cli.command {
         Command::Serve(serve) => {
             let listen = serve.listen.clone();
@@ -171,12 +181,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Jobs {
-            command: JobsCommand::RunOnce,
+            command: JobsCommand::RunOnce { payments: settings },
         } => {
             cli.common.ensure_data_dir()?;
+            let stripe = payments::gateway(settings.stripe_key(), &settings.stripe_api_base)
+                .map_err(|e| anyhow::anyhow!(e))?;
             let pool = schema::connect(&cli.common.database_url(), 1, true)?;
-            let mut conn = pool.get()?;
-            let report = lifecycle::run_once(&mut conn, &SystemClock).map_err(describe)?;
+            let (lifecycle, grace) = {
+                let mut conn = pool.get()?;
+                let lifecycle = lifecycle::run_once(&mut conn, &SystemClock).map_err(describe)?;
+                let grace = grace::run_once(&mut conn, &SystemClock, settings.grace_days)
+                    .map_err(describe)?;
+                (lifecycle, grace)
+            };
+            let payments = match stripe {
+                Some(stripe) => Some(
+                    actix_web::rt::System::new()
+                        .block_on(payments::collect_due(&pool, Arc::new(SystemClock), &stripe))
+                        .map_err(describe)?,
+                ),
+                None => None,
+            };
+            let report = JobsReport {
+                lifecycle,
+                grace,
+                payments,
+            };
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -209,6 +239,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `jobs run-once` did (`payments` is null without a Stripe key).
+#[derive(serde::Serialize)]
+struct JobsReport {
+    #[serde(flatten)]
+    lifecycle: lifecycle::Report,
+    grace: grace::Report,
+    payments: Option<payments::Report>,
 }
 
 fn describe(e: Error) -> anyhow::Error {

@@ -27,7 +27,7 @@ pub struct CommonSettings {
     #[arg(
         long,
         env = "MARKETPLACE_DATABASE_POOL_SIZE",
-        default_value_t = 16,
+        default_value_t = 8,
         global = true
     )]
     pub database_pool_size: u32,
@@ -139,6 +139,98 @@ pub struct ServeSettings {
     /// Milliseconds between passes of the outbox worker (e-mails, webhooks); 0 turns it off.
     #[arg(long, env = "MARKETPLACE_OUTBOX_POLL_MS", default_value_t = 1000)]
     pub outbox_poll_ms: u64,
+
+    /// Payment collection (Stripe) and the grace period before unpaid invoices suspend grants.
+    #[command(flatten)]
+    pub payments: PaymentSettings,
+}
+
+/// Payment collection with Stripe and the grace period; read by `serve` and `jobs run-once`.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentSettings {
+    /// Stripe secret key (`sk_…`). Unset: invoices are paid manually only (`…/pay`).
+    #[arg(long, env = "MARKETPLACE_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Comma-separated signing secrets (`whsec_…`) of the Stripe webhook endpoint; a
+    /// signature made with any of them is accepted (several while a secret is rotated).
+    #[arg(
+        long,
+        env = "MARKETPLACE_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub stripe_webhook_secrets: Vec<Secret>,
+
+    /// Base URL of the Stripe API (a local mock in tests).
+    #[arg(long, env = "MARKETPLACE_STRIPE_API_BASE", default_value = DEFAULT_STRIPE_API_BASE)]
+    pub stripe_api_base: String,
+
+    /// Days after finalization an invoice may stay unpaid before the customer's grants are
+    /// suspended (restored once nothing overdue is left).
+    #[arg(long, env = "MARKETPLACE_GRACE_DAYS", default_value_t = DEFAULT_GRACE_DAYS)]
+    pub grace_days: u32,
+}
+
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+pub const DEFAULT_GRACE_DAYS: u32 = 14;
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            stripe_secret_key: None,
+            stripe_webhook_secrets: Vec::new(),
+            stripe_api_base: DEFAULT_STRIPE_API_BASE.into(),
+            grace_days: DEFAULT_GRACE_DAYS,
+        }
+    }
+}
+
+impl PaymentSettings {
+    /// The Stripe secret key, if one is set (an empty value counts as unset).
+    pub fn stripe_key(&self) -> Option<&str> {
+        self.stripe_secret_key
+            .as_ref()
+            .map(|k| k.expose().trim())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// The webhook signing secrets, blanks dropped.
+    pub fn webhook_secrets(&self) -> Vec<String> {
+        self.stripe_webhook_secrets
+            .iter()
+            .map(|s| s.expose().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// A setting that must never reach a log: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 pub const DEFAULT_MAIL_FROM: &str = "Data Marketplace <no-reply@marketplace.localhost>";
@@ -167,6 +259,7 @@ impl Default for ServeSettings {
             webhook_allow_private: false,
             // Tests deliver the outbox when they choose.
             outbox_poll_ms: 0,
+            payments: PaymentSettings::default(),
         }
     }
 }
@@ -262,5 +355,33 @@ mod tests {
         );
         assert!(parse_network("10.1.2.3").is_ok());
         assert!(parse_network("nonsense").is_err());
+    }
+
+    #[test]
+    fn stripe_settings_split_secrets_and_never_show_them() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            payments: PaymentSettings,
+        }
+        let args = <Args as clap::Parser>::try_parse_from([
+            "marketplace",
+            "--stripe-webhook-secrets",
+            "whsec_old, whsec_new,",
+            "--stripe-secret-key",
+            "sk_live_secret",
+        ])
+        .unwrap();
+        let p = args.payments;
+        assert_eq!(p.webhook_secrets(), vec!["whsec_old", "whsec_new"]);
+        assert_eq!(p.stripe_key(), Some("sk_live_secret"));
+        assert_eq!(p.stripe_api_base, DEFAULT_STRIPE_API_BASE);
+        assert_eq!(p.grace_days, DEFAULT_GRACE_DAYS);
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("sk_live_secret") && !shown.contains("whsec_"),
+            "{shown}"
+        );
+        assert_eq!(PaymentSettings::default().stripe_key(), None);
     }
 }

@@ -100,7 +100,8 @@ pub async fn catch_panic(
 }
 
 /// Turns every error the framework answers by itself (unknown route, wrong method, bad path
-/// or query) into a problem document; the handlers' own errors are problems already.
+/// or query) into a problem document; the handlers' own errors are problems already, and
+/// the console's error pages (HTML) stay pages.
 pub async fn problems_everywhere(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -111,7 +112,7 @@ pub async fn problems_everywhere(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_JSON));
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON) || v.starts_with("text/html"));
     if !status.is_client_error() && !status.is_server_error() || is_problem {
         return Ok(response);
     }

@@ -13,6 +13,9 @@ use anyhow::Context as _;
 use crate::config::{CommonSettings, ServeSettings};
 use crate::domain::clock::SharedClock;
 use crate::domain::commerce::lifecycle;
+use crate::domain::invoicing::stripe::Stripe;
+use crate::domain::invoicing::{grace, payments};
+use crate::domain::outbox::{Courier, CourierSettings};
 use crate::domain::storage::{Storage, StorageConfig};
 use crate::domain::tokens::{TokenKeys, JWT_PURPOSE};
 use crate::domain::{idempotency, secrets, Error};
@@ -24,6 +27,9 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    courier: Arc<Courier>,
+    /// The Stripe gateway, when a key is set (`None`: payments are manual).
+    stripe: Option<Arc<Stripe>>,
 }
 
 impl Application {
@@ -49,7 +55,34 @@ impl Application {
         let public_url = public_url(&serve, listener.local_addr()?)?;
         let storage = Storage::open(&storage_config(common, &serve)?).map_err(anyhow_of)?;
         tracing::info!(storage = storage.describe(), "asset storage");
+        let courier = Arc::new(
+            Courier::new(
+                pool.clone(),
+                clock.clone(),
+                CourierSettings {
+                    smtp_url: serve.smtp_url.clone(),
+                    mail_from: serve.mail_from.clone(),
+                    mail_dir: common.data_dir.join("mail"),
+                    webhook_allow_private: serve.webhook_allow_private,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        );
+        tracing::info!(mail = courier.describe_mail(), "outbox");
+        let stripe =
+            payments::gateway(serve.payments.stripe_key(), &serve.payments.stripe_api_base)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        match &stripe {
+            Some(_) => {
+                tracing::info!(api = %serve.payments.stripe_api_base, "payments: collected with Stripe");
+                if serve.payments.webhook_secrets().is_empty() {
+                    tracing::warn!("MARKETPLACE_STRIPE_WEBHOOK_SECRETS is not set: Stripe's webhooks will be refused");
+                }
+            }
+            None => tracing::info!("payments: manual (no MARKETPLACE_STRIPE_SECRET_KEY)"),
+        }
         let workers = serve.workers;
+        let pool_size = common.database_pool_size;
         let state = web::Data::new(AppState::new(
             pool, clock, tokens, serve, storage, public_url,
         ));
@@ -58,12 +91,15 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .configure(routes::configure)
+                .configure(crate::console::configure)
                 .default_service(web::to(not_found))
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::problems_everywhere))
                 .wrap(from_fn(middleware::catch_panic))
                 .wrap(from_fn(middleware::observe))
         })
+        // Database work runs on the blocking pool; more threads than connections only wait.
+        .worker_max_blocking_threads(pool_size.max(2) as usize)
         .listen(listener)?;
         if let Some(n) = workers {
             server = server.workers(n);
@@ -72,11 +108,19 @@ impl Application {
             port,
             server: server.run(),
             state,
+            courier,
+            stripe,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The outbox's courier: `serve` runs it every poll interval; tests call
+    /// `deliver_due` on it to deliver at once.
+    pub fn courier(&self) -> Arc<Courier> {
+        self.courier.clone()
     }
 
     /// Stops the server from elsewhere (tests stop theirs when they end).
@@ -104,9 +148,15 @@ impl Application {
                 }
             }
         });
-        let lifecycle = spawn_lifecycle_worker(self.state.clone());
+        let lifecycle = spawn_lifecycle_worker(self.state.clone(), self.stripe.clone());
+        let outbox_poll = Duration::from_millis(self.state.settings.outbox_poll_ms);
+        let outbox = (!outbox_poll.is_zero())
+            .then(|| actix_web::rt::spawn(self.courier.clone().run(outbox_poll)));
         let result = self.server.await;
         housekeeping.abort();
+        if let Some(worker) = outbox {
+            worker.abort();
+        }
         if let Some(worker) = lifecycle {
             worker.abort();
         }
@@ -114,9 +164,11 @@ impl Application {
     }
 }
 
-/// Renewals, expiries and period changes, every `jobs_interval` seconds (0: off).
+/// Renewals, expiries and period changes, then the grace pass and payment collection, every
+/// `jobs_interval` seconds (0: off).
 fn spawn_lifecycle_worker(
     state: web::Data<AppState>,
+    stripe: Option<Arc<Stripe>>,
 ) -> Option<actix_web::rt::task::JoinHandle<()>> {
     let every = state.settings.jobs_interval;
     (every > 0).then(|| {
@@ -134,6 +186,26 @@ fn spawn_lifecycle_worker(
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "lifecycle pass failed"),
+                }
+                let (clock, days) = (state.clock.clone(), state.settings.payments.grace_days);
+                match state
+                    .db(move |conn| grace::run_once(conn, clock.as_ref(), days))
+                    .await
+                {
+                    Ok(report) if report != grace::Report::default() => {
+                        tracing::info!(?report, "grace pass")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "grace pass failed"),
+                }
+                if let Some(stripe) = &stripe {
+                    match payments::collect_due(&state.pool, state.clock.clone(), stripe).await {
+                        Ok(report) if report != payments::Report::default() => {
+                            tracing::info!(?report, "payment collection")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "payment collection failed"),
+                    }
                 }
             }
         })

@@ -54,6 +54,35 @@ impl Money {
     }
 }
 
+/// Reads an amount written in major units (`12.34` for USD, `500` for JPY) as minor units:
+/// digits with at most one point and no more decimals than the currency has; no sign.
+pub fn parse_major_units(raw: &str, currency: CurrencyCode) -> Result<i64, String> {
+    let raw = raw.trim();
+    let exponent = currency.exponent() as usize;
+    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || (raw.ends_with('.')) {
+        return Err(format!("must be an amount such as {}", example(exponent)));
+    }
+    if fraction.len() > exponent {
+        return Err(match exponent {
+            0 => format!("{} has no minor unit: whole amounts only", currency.code()),
+            n => format!("at most {n} decimals for {}", currency.code()),
+        });
+    }
+    let scaled = format!("{whole}{fraction:0<exponent$}");
+    scaled
+        .parse::<i64>()
+        .map_err(|_| "is too large".to_string())
+}
+
+fn example(exponent: usize) -> String {
+    match exponent {
+        0 => "500".into(),
+        n => format!("12.{}", "3".repeat(n)),
+    }
+}
+
 /// The one rounding of the billing rules: to whole minor units, half to even.
 pub fn round_minor(amount: Decimal) -> Result<i64, MoneyError> {
     let rounded = amount.round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven);
@@ -73,6 +102,22 @@ mod tests {
 
     fn usd() -> CurrencyCode {
         CurrencyCode::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn major_units_parse_back() {
+        let jpy = CurrencyCode::parse("JPY").unwrap();
+        assert_eq!(parse_major_units("12.34", usd()), Ok(1234));
+        assert_eq!(parse_major_units(" 12.3 ", usd()), Ok(1230));
+        assert_eq!(parse_major_units("7", usd()), Ok(700));
+        assert_eq!(parse_major_units("500", jpy), Ok(500));
+        for bad in ["", "-1", "1.234", "1e3", "1.", ".5", "1,00", "12.3.4"] {
+            assert!(parse_major_units(bad, usd()).is_err(), "{bad}");
+        }
+        assert!(parse_major_units("5.5", jpy).is_err());
+        assert!(parse_major_units("99999999999999999999", usd()).is_err());
+        let m = Money::new(123456, usd());
+        assert_eq!(parse_major_units(&m.major_units(), usd()), Ok(123456));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod models;
 pub mod outbox;
+pub mod payments;
 pub mod schema;
 
 use std::time::Duration;
@@ -152,6 +153,9 @@ pub fn connect(url: &str, max_size: u32, run_migrations: bool) -> Result<DbPool,
     let pool = Pool::builder()
         .max_size(max_size)
         .connection_timeout(Duration::from_secs(10))
+        // No `SELECT 1` before every checkout (a round trip per request on PostgreSQL);
+        // broken connections are still detected and dropped by `has_broken`.
+        .test_on_check_out(false)
         .connection_customizer(Box::new(NoCustomization))
         .build(manager)?;
     Ok(pool)

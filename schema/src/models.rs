@@ -404,3 +404,65 @@ pub struct Payment {
     pub status: String,
     pub created_at: NaiveDateTime,
 }
+
+/// A collection attempt of an invoice (Stripe), run by the payment worker.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payment_jobs)]
+pub struct PaymentJob {
+    pub id: String,
+    pub invoice_id: String,
+    /// The customer.
+    pub organization_id: String,
+    /// Which collection attempt of the invoice (1 for the one started by finalization); part
+    /// of the idempotency key of the PaymentIntent.
+    pub attempt: i32,
+    /// What to collect, fixed when the job is written.
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `done`, `failed` (gave up or refused) or `cancelled` (nothing to collect).
+    pub status: String,
+    /// Runs started so far (claiming one counts).
+    pub tries: i32,
+    /// When a pending job is due; while a worker holds it, the end of its lease.
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = stripe_customers)]
+pub struct StripeCustomer {
+    pub organization_id: String,
+    pub customer_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = stripe_events)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub received_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = overdue_invoices)]
+pub struct OverdueInvoice {
+    pub invoice_id: String,
+    pub organization_id: String,
+    pub since: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = console_sessions)]
+pub struct ConsoleSession {
+    pub id: String,
+    pub organization_id: String,
+    pub user_id: String,
+    pub token_hash: String,
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}

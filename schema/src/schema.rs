@@ -395,11 +395,69 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    payment_jobs (id) {
+        id -> Text,
+        invoice_id -> Text,
+        organization_id -> Text,
+        attempt -> Integer,
+        amount -> BigInt,
+        currency -> Text,
+        status -> Text,
+        tries -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        payment_intent_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stripe_customers (organization_id) {
+        organization_id -> Text,
+        customer_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stripe_events (id) {
+        id -> Text,
+        event_type -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    overdue_invoices (invoice_id) {
+        invoice_id -> Text,
+        organization_id -> Text,
+        since -> Timestamp,
+    }
+}
+
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
 diesel::joinable!(credit_notes -> invoices (invoice_id));
 diesel::joinable!(credit_note_lines -> credit_notes (credit_note_id));
 diesel::joinable!(credit_note_lines -> invoice_lines (invoice_line_id));
 diesel::joinable!(payments -> invoices (invoice_id));
+diesel::joinable!(payment_jobs -> invoices (invoice_id));
+diesel::joinable!(overdue_invoices -> invoices (invoice_id));
+
+diesel::table! {
+    console_sessions (id) {
+        id -> Text,
+        organization_id -> Text,
+        user_id -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(console_sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
@@ -429,4 +487,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     credit_note_lines,
     payments,
     invoice_counters,
+    payment_jobs,
+    stripe_customers,
+    stripe_events,
+    overdue_invoices,
+    console_sessions,
 );

@@ -253,13 +253,25 @@ pub fn signup(
     })
 }
 
-/// Signs in with e-mail and password. Unknown e-mail, wrong password and removed users all
-/// get the same answer after the same work.
+/// Signs in with e-mail and password: an access token and a refresh token.
 pub fn sign_in(
     conn: &mut DbConnection,
     ctx: &Context<'_>,
     request: TokenRequest,
 ) -> Result<Session> {
+    let (user, org, role) = check_password(conn, &request)?;
+    transaction(conn, |conn| {
+        start_session(conn, ctx, &user, &org, role, None)
+    })
+}
+
+/// The live user an e-mail and password belong to, for every way of signing in (tokens,
+/// the console's sessions). Unknown e-mail, wrong password and removed users all get the
+/// same answer after the same work.
+pub fn check_password(
+    conn: &mut DbConnection,
+    request: &TokenRequest,
+) -> Result<(User, Organization, Role)> {
     const WRONG: Error = Error::Unauthorized("the e-mail address or password is wrong");
     let found: Option<(User, Organization)> = users::table
         .inner_join(organizations::table)
@@ -276,9 +288,7 @@ pub fn sign_in(
         return Err(WRONG);
     }
     let role = Role::from_stored(&user.role, org.kind == "platform").ok_or(WRONG)?;
-    transaction(conn, |conn| {
-        start_session(conn, ctx, &user, &org, role, None)
-    })
+    Ok((user, org, role))
 }
 
 /// Issues an access token and a refresh token (a new family unless `family_id` continues one).
@@ -428,7 +438,9 @@ pub fn caller_for_token(
         .filter(users::organization_id.eq(organization_id))
         .filter(users::removed_at.is_null())
         .select((User::as_select(), Organization::as_select()))
-        .first(conn)
+        // By primary key: `get_result`, not `first`, whose bound LIMIT makes SQLite
+        // re-prepare the statement on every call (this runs on every request).
+        .get_result(conn)
         .optional()?;
     found
         .and_then(|(user, org)| caller_from(user, org, Credential::AccessToken))
@@ -449,7 +461,7 @@ pub fn caller_for_api_key(conn: &mut DbConnection, key: &str) -> Result<Caller> 
             User::as_select(),
             Organization::as_select(),
         ))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     found
         .and_then(|(key, user, org)| {

@@ -15,6 +15,7 @@ use super::auth::{Caller, Capability};
 use super::catalog::data::{asset_view, listing_state, owned_revision, AssetView};
 use super::catalog::readable_listing;
 use super::clock::{db_time, Clock};
+use super::commerce::grants;
 use super::db::transaction;
 use super::error::{Error, Result};
 use super::ids::new_id;
@@ -66,7 +67,13 @@ pub fn media_type(header: Option<&str>) -> Result<String> {
         ));
     }
     let parsed: mime::Mime = raw.parse().map_err(|_| invalid())?;
-    if parsed.type_() == mime::STAR || parsed.subtype() == mime::STAR {
+    // `mime` lets an empty subtype (`text/`) through.
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if !token(parsed.type_().as_str()) || !token(parsed.subtype().as_str()) {
         return Err(invalid());
     }
     Ok(parsed.to_string())
@@ -355,17 +362,19 @@ pub fn authorize_read(
 
 /// The grant under which `organization_id` may read `asset` now: the one a signed URL
 /// names if it is still live, else the live one whose subscription started earliest.
-///
-/// Access grants arrive with subscriptions; until then no organization but the provider
-/// holds one, so this finds none. That issue fills in this function and nothing else here.
 fn live_grant(
-    _conn: &mut DbConnection,
-    _clock: &dyn Clock,
-    _organization_id: &str,
-    _asset: &Asset,
-    _named: Option<&str>,
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    asset: &Asset,
+    named: Option<&str>,
 ) -> Result<Option<String>> {
-    Ok(None)
+    let now = db_time(clock.now());
+    let grant = match named {
+        Some(id) => grants::still_live(conn, id, organization_id, &asset.listing_id, now)?,
+        None => grants::live_grant(conn, organization_id, &asset.listing_id, now)?,
+    };
+    Ok(grant.map(|g| g.id))
 }
 
 // ---------- signed URLs ----------
@@ -475,8 +484,14 @@ pub fn download_url(
     })
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters (ids pass unchanged).
 fn url_encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// Verifies a signed URL for `asset_id` and runs the read rule for the organization it was
@@ -542,6 +557,16 @@ pub fn record_read(
     access: &ReadAccess,
     read: &ReadRecord,
 ) -> Result<()> {
+    // A subscriber's read is metered to the grant it was made under, with the audit event.
+    crate::domain::db::transaction(conn, |conn| {
+        if let Some(grant_id) = access.grant_id.as_deref() {
+            grants::meter_read(conn, clock, grant_id, read.bytes_sent as i64)?;
+        }
+        audit_read(conn, clock, access, read)
+    })
+}
+
+fn audit_read(conn: &mut DbConnection, clock: &dyn Clock, access: &ReadAccess, read: &ReadRecord) -> Result<()> {
     let asset = &access.asset;
     audit::record(
         conn,

@@ -7,7 +7,9 @@ use schema::DbConnection;
 
 use super::error::{Error, Result};
 
-const ATTEMPTS: u32 = 6;
+/// Busy SQLite writers (a deferred transaction whose snapshot went stale) and PostgreSQL
+/// serialization failures get this many tries, with growing, jittered pauses (about 5 s in all).
+const ATTEMPTS: u32 = 40;
 
 /// Runs `work` in a transaction, retrying it from the start when the database reports a
 /// serialization failure or (SQLite) a busy database; a client never sees those as a 500.
@@ -29,7 +31,9 @@ pub fn transaction<T>(
             Ok(v) => return Ok(v),
             Err(TxError(e)) if retryable && attempt < ATTEMPTS => {
                 tracing::debug!(attempt, error = %e, "retrying transaction");
-                std::thread::sleep(Duration::from_millis(5 * u64::from(attempt * attempt)));
+                let pause = (5 * u64::from(attempt * attempt)).min(200);
+                let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=pause / 2);
+                std::thread::sleep(Duration::from_millis(pause / 2 + jitter));
             }
             Err(TxError(e)) => return Err(e),
         }

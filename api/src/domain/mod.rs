@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
+pub mod console_sessions;
 pub mod commerce;
 pub mod db;
 pub mod error;

@@ -35,6 +35,7 @@ pub struct TokenKeys {
     current: SigningKey,
     verifying: RwLock<HashMap<String, Vec<u8>>>,
     pub access_ttl_secs: i64,
+    validation: Validation,
 }
 
 impl TokenKeys {
@@ -42,10 +43,17 @@ impl TokenKeys {
         let mut verifying: HashMap<String, Vec<u8>> =
             all.into_iter().map(|k| (k.id, k.secret)).collect();
         verifying.insert(current.id.clone(), current.secret.clone());
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Expiry is checked in `verify` against the injectable clock, with no leeway.
+        validation.validate_exp = false;
         TokenKeys {
             current,
             verifying: RwLock::new(verifying),
             access_ttl_secs,
+            validation,
         }
     }
 
@@ -106,13 +114,7 @@ impl TokenKeys {
             .ok()
             .and_then(|m| m.get(&kid).cloned())
             .ok_or(INVALID)?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Expiry is checked below against the injectable clock, with no leeway.
-        validation.validate_exp = false;
-        let data = decode::<Claims>(token, &DecodingKey::from_secret(&secret), &validation)
+        let data = decode::<Claims>(token, &DecodingKey::from_secret(&secret), &self.validation)
             .map_err(|_| INVALID)?;
         if data.claims.exp <= now.timestamp() {
             return Err(Error::Unauthorized("the access token has expired"));

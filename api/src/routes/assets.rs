@@ -169,11 +169,8 @@ pub async fn content(
         .storage
         .read(
             &access.asset.storage_key,
-            match range {
-                Some((first, last)) => Some(first..last + 1),
-                // An empty object has no range to ask for; the whole of it is nothing.
-                None => None,
-            },
+            // No range for the whole asset (an empty one has no range to ask for).
+            range.map(|(first, last)| first..last + 1),
         )
         .await?;
 

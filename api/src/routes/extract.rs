@@ -294,7 +294,9 @@ impl FromRequest for AuthRateLimit {
     }
 }
 
-fn check_auth_rate(req: &HttpRequest) -> Result<(), Error> {
+/// Passes while the client address is under the sign-in rate limit (the API's sign-in
+/// routes and the console's sign-in form share it); 429 otherwise.
+pub fn check_auth_rate(req: &HttpRequest) -> Result<(), Error> {
     let state = state(req)?;
     let Some(address) = client_address(req, &state.settings.trusted_proxies) else {
         return Ok(());

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod invoicing;
 pub mod ops;
 pub mod organization;
+pub mod payments;
 pub mod problem;
 pub mod respond;
 pub mod webhooks;
@@ -160,6 +161,7 @@ pub fn table() -> Vec<Entry> {
             "/v1/webhook-endpoints/{id}",
             webhooks::delete_endpoint,
         ),
+        entry(M::POST, "/v1/webhooks/stripe", payments::stripe_webhook),
     ]
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use api::config::{CommonSettings, LogFormat, ServeSettings};
 use api::domain::clock::ManualClock;
+use api::domain::outbox::{Courier, Report};
 use api::server::Application;
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -105,6 +106,7 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     server: actix_web::dev::ServerHandle,
+    courier: Arc<Courier>,
     pub base: String,
     pub clock: ManualClock,
     pub db: TestDb,
@@ -184,6 +186,31 @@ impl Builder {
         self
     }
 
+    /// Let webhook endpoints be loopback and private addresses (local receivers).
+    pub fn webhook_allow_private(mut self, allow: bool) -> Self {
+        self.serve.webhook_allow_private = allow;
+        self
+    }
+
+    /// Send e-mails over SMTP to this server instead of writing files.
+    pub fn smtp_url(mut self, url: &str) -> Self {
+        self.serve.smtp_url = Some(url.to_string());
+        self
+    }
+
+    /// Run the outbox worker as `serve` does, every `ms` milliseconds (off by default: tests
+    /// deliver with `deliver_outbox`).
+    pub fn outbox_poll_ms(mut self, ms: u64) -> Self {
+        self.serve.outbox_poll_ms = ms;
+        self
+    }
+
+    /// Payment settings: Stripe key, webhook secrets, API base (a mock), grace days.
+    pub fn payments(mut self, payments: api::config::PaymentSettings) -> Self {
+        self.serve.payments = payments;
+        self
+    }
+
     pub fn spawn(self) -> TestApp {
         let db = TestDb::new();
         let data_dir = tempdir::new();
@@ -204,7 +231,7 @@ impl Builder {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(&common, serve, app_clock) {
                     Ok(app) => {
-                        tx.send(Ok((app.port(), app.handle()))).ok();
+                        tx.send(Ok((app.port(), app.handle(), app.courier()))).ok();
                         let _ = app.run_until_stopped().await;
                     }
                     Err(e) => {
@@ -213,9 +240,10 @@ impl Builder {
                 }
             })
         });
-        let (port, server) = rx.recv().expect("server thread").expect("server starts");
+        let (port, server, courier) = rx.recv().expect("server thread").expect("server starts");
         TestApp {
             server,
+            courier,
             base: format!("http://127.0.0.1:{port}"),
             clock,
             db,
@@ -273,6 +301,14 @@ impl TestApp {
 
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir.0
+    }
+
+    /// Delivers the outbox messages due now (at the test clock's time), as the worker would.
+    pub fn deliver_outbox(&self) -> Report {
+        let courier = self.courier.clone();
+        actix_web::rt::System::new()
+            .block_on(async move { courier.deliver_due().await })
+            .expect("outbox delivery")
     }
 
     /// Any request; `token` goes into `Authorization: Bearer`.

@@ -15,6 +15,7 @@ use crate::domain::clock::{db_time, utc, Clock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Problems, Result};
 use crate::domain::ids::new_id;
+use crate::domain::outbox;
 use crate::domain::pagination::{Page, PageRequest};
 use crate::domain::validate::text;
 
@@ -434,6 +435,7 @@ pub fn revoke_revision(
             .find(revision_id)
             .select(Revision::as_select())
             .first(conn)?;
+        outbox::revision_revoked(conn, clock, &revision)?;
         revision_view(conn, revision)
     })
 }

@@ -571,13 +571,11 @@ impl CatalogQuery {
             }
         };
         let label = |problems: &mut Problems, field: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| {
-                    problems
-                        .check(field, text(s, LABEL_MAX))
-                        .map(|s| s.to_lowercase())
-                })
-                .flatten()
+            v.as_deref().and_then(|s| {
+                problems
+                    .check(field, text(s, LABEL_MAX))
+                    .map(|s| s.to_lowercase())
+            })
         };
         let category = label(&mut problems, "category", &params.category);
         let tag = label(&mut problems, "tag", &params.tag);

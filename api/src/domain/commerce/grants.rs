@@ -114,27 +114,23 @@ pub fn still_live(
     }))
 }
 
-/// Meters a subscriber's read to the grant's subscription: one `api_calls` and the bytes sent.
-/// The server is the sender; its event ids are fresh, so nothing is counted twice.
-pub fn meter_read(
-    conn: &mut DbConnection,
-    clock: &dyn Clock,
-    grant: &Grant,
-    bytes: i64,
-) -> Result<()> {
+/// Meters a subscriber's read to the grant's subscription: one `api_calls` and the bytes
+/// sent. The server is the sender; its event ids are fresh, so nothing is counted twice.
+pub fn meter_read(conn: &mut DbConnection, clock: &dyn Clock, grant_id: &str, bytes: i64) -> Result<()> {
+    let (organization_id, subscription_id): (String, String) =
+        grants::table.find(grant_id).select((grants::organization_id, grants::subscription_id)).first(conn)?;
     let now = clock.now();
     let event = |metric: &str, quantity: i64| UsageEvent {
-        organization_id: grant.organization_id.clone(),
+        organization_id: organization_id.clone(),
         id: new_id("evt"),
-        subscription_id: grant.subscription_id.clone(),
+        subscription_id: subscription_id.clone(),
         metric: metric.to_string(),
         quantity,
         occurred_at: db_time(now),
         day: now.format("%Y-%m-%d").to_string(),
         received_at: db_time(now),
     };
-    let events = [event("api_calls", 1), event("bytes_downloaded", bytes)];
-    schema::usage::insert_new(conn, &events)?;
+    schema::usage::insert_new(conn, &[event("api_calls", 1), event("bytes_downloaded", bytes)])?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use crate::domain::clock::{db_time, utc, Clock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
+use crate::domain::outbox;
 use crate::domain::pagination::{Page, PageRequest};
 use crate::domain::validate::text;
 
@@ -343,6 +344,8 @@ pub fn create(
         if !offer.requires_approval {
             activate(conn, &mut s, &offer, now)?;
             save(conn, &s)?;
+        } else {
+            outbox::subscription_requested(conn, clock, &s)?;
         }
         let action = if s.status == "active" {
             "subscription.activated"
@@ -458,6 +461,7 @@ fn decide(
             s.updated_at = now;
         }
         save(conn, &s)?;
+        outbox::subscription_decided(conn, clock, &s)?;
         let action = if approve {
             "subscription.approved"
         } else {

@@ -292,3 +292,49 @@ pub fn report(
             .collect(),
     })
 }
+
+/// One metric's usage in one calendar month (UTC).
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthlyUsage {
+    pub month: String,
+    pub metric: String,
+    pub quantity: i64,
+}
+
+/// A provider's usage by metric and calendar month, over all its subscriptions, for the
+/// months `first..=last` (the provider's dashboard).
+pub fn provider_monthly(
+    conn: &mut DbConnection,
+    caller: &Caller,
+    first: billing::charges::Month,
+    last: billing::charges::Month,
+) -> Result<Vec<MonthlyUsage>> {
+    caller.require(Capability::Read)?;
+    let from = first.start().date().to_string();
+    let until = last.end().date().to_string();
+    let rows: Vec<(String, String, i64)> = usage_events::table
+        .inner_join(subscriptions::table)
+        .filter(subscriptions::provider_organization_id.eq(&caller.organization_id))
+        .filter(usage_events::day.ge(from))
+        .filter(usage_events::day.lt(until))
+        .group_by((usage_events::metric, usage_events::day))
+        .select((
+            usage_events::metric,
+            usage_events::day,
+            sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+        ))
+        .load(conn)?;
+    let mut by_month: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (metric, day, quantity) in rows {
+        let month = day.get(..7).unwrap_or(&day).to_string();
+        *by_month.entry((month, metric)).or_default() += quantity;
+    }
+    Ok(by_month
+        .into_iter()
+        .map(|((month, metric), quantity)| MonthlyUsage {
+            month,
+            metric,
+            quantity,
+        })
+        .collect())
+}

@@ -456,6 +456,10 @@ pub fn finalize(
                     invoices::updated_at.eq(db_time(now)),
                 ))
                 .execute(conn)?;
+            if !paid {
+                // Collection (Stripe) runs after this transaction commits, from this job.
+                super::payments::enqueue_collection(conn, clock, &invoice)?;
+            }
             reload(conn, id)
         },
     )
@@ -493,6 +497,7 @@ pub fn void(
                     invoices::updated_at.eq(now),
                 ))
                 .execute(conn)?;
+            super::grace::settle(conn, clock, id)?;
             reload(conn, id)
         },
     )
@@ -531,7 +536,8 @@ pub fn pay(
     })
 }
 
-/// Marks an open invoice paid with a succeeded payment of what is due (manual or Stripe).
+/// Marks an open invoice paid with a succeeded payment of what is due (manual or Stripe), and
+/// restores the customer's grants if no overdue invoice is left (see `grace`).
 pub fn record_payment(
     conn: &mut DbConnection,
     clock: &dyn Clock,
@@ -562,6 +568,8 @@ pub fn record_payment(
             invoices::updated_at.eq(now),
         ))
         .execute(conn)?;
+    // Nothing overdue left: the customer's suspended grants come back at once.
+    super::grace::settle(conn, clock, &invoice.id)?;
     Ok(())
 }
 
@@ -701,7 +709,54 @@ pub fn credit(
                     invoices::updated_at.eq(now),
                 ))
                 .execute(conn)?;
+            // A credit that leaves nothing due settles an overdue invoice.
+            super::grace::settle(conn, clock, id)?;
             credit_note_view(conn, note, &invoice.currency)
         },
     )
+}
+
+/// What the invoices matching a filter add up to, in one currency.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrencyTotals {
+    pub currency: String,
+    pub invoices: i64,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
+    pub amount_due: Money,
+}
+
+/// Totals per currency of every invoice the filter matches (not only one page).
+pub fn totals(
+    conn: &mut DbConnection,
+    caller: &Caller,
+    f: &InvoiceFilters,
+) -> Result<Vec<CurrencyTotals>> {
+    let rows: Vec<Invoice> = matching(conn, caller, f)?
+        .select(Invoice::as_select())
+        .load(conn)?;
+    let mut sums: std::collections::BTreeMap<String, [i64; 5]> = Default::default();
+    for i in &rows {
+        let s = sums.entry(i.currency.clone()).or_default();
+        for (slot, amount) in s
+            .iter_mut()
+            .zip([1, i.subtotal, i.tax, i.total, amount_due(i)])
+        {
+            *slot = slot
+                .checked_add(amount)
+                .ok_or(Error::internal("invoice totals overflow"))?;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(c, [n, subtotal, tax, total, due])| CurrencyTotals {
+            invoices: n,
+            subtotal: money(subtotal, &c),
+            tax: money(tax, &c),
+            total: money(total, &c),
+            amount_due: money(due, &c),
+            currency: c,
+        })
+        .collect())
 }

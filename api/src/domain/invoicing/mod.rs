@@ -1,9 +1,12 @@
 //! Invoicing: billing runs build drafts from subscriptions and usage; platform finance
 //! finalizes, voids, credits and records payments; reports say what providers earned.
 
+pub mod grace;
 pub mod invoices;
+pub mod payments;
 pub mod reports;
 pub mod runs;
+pub mod stripe;
 
 /// Marketplace-wide defaults, overridable per organization (billing settings).
 #[derive(Debug, Clone, Copy)]

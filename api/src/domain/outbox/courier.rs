@@ -1,0 +1,296 @@
+//! The courier: claims due outbox messages, sends them, marks them sent, or backs off
+//! (30 s × 2^(attempts − 1), at most 6 h) and gives up after [`MAX_ATTEMPTS`].
+//!
+//! Claims are short transactions that lease the messages (`schema::outbox::claim_due`), so
+//! several instances share the work and a message held by a worker that died comes due
+//! again when its lease ends. Delivery is at least once: a receiver may see an event twice
+//! (same `Marketplace-Event-Id`, same e-mail Message-ID) and should ignore the repeat.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use futures_util::StreamExt;
+use lettre::message::Mailbox;
+use schema::models::OutboxMessage;
+use schema::schema::outbox;
+use schema::{DbConnection, DbPool};
+use serde::Serialize;
+
+use super::mail::{self, Mailer};
+use super::{Email, WebhookPayload};
+use crate::domain::clock::{db_time, SharedClock};
+use crate::domain::error::{Error, Result};
+use crate::domain::webhooks::{self, Delivery, Sender};
+
+/// Messages claimed at once; each batch is sent [`CONCURRENCY`] at a time.
+pub const BATCH: i64 = 32;
+const CONCURRENCY: usize = 8;
+/// How long a claim holds a message: far longer than a batch can take (timeouts are seconds).
+pub const LEASE_SECS: i64 = 300;
+/// Deliveries tried before a message is marked `failed` (about 15 hours of retries).
+pub const MAX_ATTEMPTS: i32 = 12;
+const FIRST_BACKOFF_SECS: i64 = 30;
+const MAX_BACKOFF_SECS: i64 = 6 * 3600;
+/// Batches one call of [`Courier::deliver_due`] works through at most.
+const MAX_BATCHES: usize = 16;
+const ERROR_MAX: usize = 1000;
+
+/// The wait before the next try, after `attempts` tries failed.
+pub fn backoff(attempts: i32) -> chrono::Duration {
+    let doublings = (attempts.max(1) - 1).min(20) as u32;
+    chrono::Duration::seconds((FIRST_BACKOFF_SECS << doublings).min(MAX_BACKOFF_SECS))
+}
+
+pub struct CourierSettings {
+    /// `MARKETPLACE_SMTP_URL`; unset: e-mails are written to `mail_dir`.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub mail_dir: PathBuf,
+    /// `MARKETPLACE_WEBHOOK_ALLOW_PRIVATE`: let webhooks reach non-public addresses.
+    pub webhook_allow_private: bool,
+}
+
+/// What one call of [`Courier::deliver_due`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub sent: usize,
+    /// Failed this time, to be tried again later.
+    pub retrying: usize,
+    /// Given up on.
+    pub failed: usize,
+}
+
+enum Outcome {
+    Sent,
+    Retry(String),
+    GiveUp(String),
+}
+
+pub struct Courier {
+    pool: DbPool,
+    clock: SharedClock,
+    mailer: Arc<Mailer>,
+    from: Mailbox,
+    webhooks: Sender,
+}
+
+impl Courier {
+    pub fn new(
+        pool: DbPool,
+        clock: SharedClock,
+        settings: CourierSettings,
+    ) -> std::result::Result<Courier, String> {
+        Ok(Courier {
+            mailer: Arc::new(Mailer::new(
+                settings.smtp_url.as_deref(),
+                &settings.mail_dir,
+            )?),
+            from: mail::parse_from(&settings.mail_from)?,
+            webhooks: Sender::new(settings.webhook_allow_private),
+            pool,
+            clock,
+        })
+    }
+
+    /// Where e-mails go, for the log.
+    pub fn describe_mail(&self) -> String {
+        self.mailer.describe()
+    }
+
+    async fn db<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("blocking task failed: {e}")))?
+    }
+
+    /// Delivers every message due now, batch after batch, and says what happened. The
+    /// worker in `serve` calls it every poll interval; tests call it to deliver at once.
+    pub async fn deliver_due(&self) -> Result<Report> {
+        let mut report = Report::default();
+        for _ in 0..MAX_BATCHES {
+            let now = self.clock.now();
+            let lease_until = now + chrono::Duration::seconds(LEASE_SECS);
+            let batch = self
+                .db(move |conn| {
+                    Ok(schema::outbox::claim_due(
+                        conn,
+                        db_time(now),
+                        db_time(lease_until),
+                        BATCH,
+                    )?)
+                })
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            let outcomes: Vec<(OutboxMessage, Outcome)> = futures_util::stream::iter(batch)
+                .map(|m| async move {
+                    let outcome = self.attempt(&m).await;
+                    (m, outcome)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for (message, outcome) in outcomes {
+                self.record(message, outcome, &mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Calls [`Courier::deliver_due`] every `every`, for as long as the task lives.
+    pub async fn run(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.deliver_due().await {
+                Ok(report) if report != Report::default() => {
+                    tracing::info!(
+                        sent = report.sent,
+                        retrying = report.retrying,
+                        failed = report.failed,
+                        "outbox delivered"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox delivery pass failed"),
+            }
+        }
+    }
+
+    async fn attempt(&self, message: &OutboxMessage) -> Outcome {
+        match message.kind.as_str() {
+            "email" => self.send_email(message).await,
+            "webhook" => self.send_webhook(message).await,
+            other => Outcome::GiveUp(format!("unknown message kind `{other}`")),
+        }
+    }
+
+    async fn send_email(&self, message: &OutboxMessage) -> Outcome {
+        let email: Email = match serde_json::from_str(&message.payload) {
+            Ok(e) => e,
+            Err(e) => return Outcome::GiveUp(format!("unreadable payload: {e}")),
+        };
+        let built = match mail::build(&self.from, &message.id, &email, self.clock.now().into()) {
+            Ok(m) => m,
+            Err(e) => return Outcome::GiveUp(e),
+        };
+        let mailer = self.mailer.clone();
+        match tokio::task::spawn_blocking(move || mailer.send(&built)).await {
+            Ok(Ok(())) => Outcome::Sent,
+            Ok(Err(e)) if e.permanent => Outcome::GiveUp(e.message),
+            Ok(Err(e)) => Outcome::Retry(e.message),
+            Err(e) => Outcome::Retry(format!("the mail task failed: {e}")),
+        }
+    }
+
+    async fn send_webhook(&self, message: &OutboxMessage) -> Outcome {
+        let payload: WebhookPayload = match serde_json::from_str(&message.payload) {
+            Ok(p) => p,
+            Err(e) => return Outcome::GiveUp(format!("unreadable payload: {e}")),
+        };
+        let endpoint_id = payload.endpoint_id.clone();
+        let endpoint = match self
+            .db(move |conn| webhooks::live_endpoint(conn, &endpoint_id))
+            .await
+        {
+            Ok(Some(endpoint)) => endpoint,
+            Ok(None) => return Outcome::GiveUp("the endpoint was deleted".into()),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let body = match serde_json::to_vec(&payload.event) {
+            Ok(b) => b,
+            Err(e) => return Outcome::GiveUp(format!("cannot encode the event: {e}")),
+        };
+        let delivery = Delivery {
+            url: &endpoint.url,
+            secret: &endpoint.secret,
+            event_id: &payload.event.id,
+            event_type: &payload.event.event_type,
+            body,
+            now: self.clock.now(),
+        };
+        match self.webhooks.send(delivery).await {
+            Ok(()) => Outcome::Sent,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Marks the message sent, due again after its backoff, or failed. Guarded by the
+    /// attempt count the claim gave it: if the lease ran out and another worker claimed the
+    /// message since, this worker's word no longer counts.
+    async fn record(
+        &self,
+        message: OutboxMessage,
+        outcome: Outcome,
+        report: &mut Report,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let (status, next_attempt_at, error) = match outcome {
+            Outcome::Sent => {
+                report.sent += 1;
+                ("sent", message.next_attempt_at, None)
+            }
+            Outcome::Retry(e) if message.attempts < MAX_ATTEMPTS => {
+                report.retrying += 1;
+                let next = now + backoff(message.attempts);
+                tracing::warn!(message = %message.id, kind = %message.kind, attempts = message.attempts,
+                    retry_at = %next, error = %e, "outbox delivery failed; will retry");
+                ("pending", db_time(next), Some(e))
+            }
+            Outcome::Retry(e) | Outcome::GiveUp(e) => {
+                report.failed += 1;
+                tracing::warn!(message = %message.id, kind = %message.kind, attempts = message.attempts,
+                    error = %e, "outbox delivery failed; giving up");
+                ("failed", message.next_attempt_at, Some(e))
+            }
+        };
+        let sent_at = (status == "sent").then(|| db_time(now));
+        let error: Option<String> = error.map(|e| e.chars().take(ERROR_MAX).collect());
+        self.db(move |conn| {
+            let target = outbox::table
+                .find(&message.id)
+                .filter(outbox::status.eq("pending"))
+                .filter(outbox::attempts.eq(message.attempts));
+            match error {
+                None => diesel::update(target)
+                    .set((outbox::status.eq(status), outbox::sent_at.eq(sent_at)))
+                    .execute(conn)?,
+                Some(error) => diesel::update(target)
+                    .set((
+                        outbox::status.eq(status),
+                        outbox::next_attempt_at.eq(next_attempt_at),
+                        outbox::last_error.eq(error),
+                    ))
+                    .execute(conn)?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_30_seconds_up_to_6_hours() {
+        let secs = |n| backoff(n).num_seconds();
+        assert_eq!((secs(1), secs(2), secs(3), secs(4)), (30, 60, 120, 240));
+        assert_eq!(secs(11), 6 * 3600);
+        assert_eq!(secs(100), 6 * 3600);
+        assert_eq!(secs(0), 30);
+    }
+}

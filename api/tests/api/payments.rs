@@ -1,0 +1,1104 @@
+//! Payments: collection through a local mock of Stripe's API (one PaymentIntent per invoice
+//! whatever the retries), Stripe's webhooks with real signatures, failed payments, and the
+//! grace period that suspends and restores grants.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use api::config::{PaymentSettings, Secret};
+use api::domain::clock::SharedClock;
+use api::domain::invoicing::payments::{self, Report};
+use api::domain::invoicing::{grace, stripe::Stripe};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use schema::diesel::prelude::*;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, User, PASSWORD};
+
+// ------------------------------------------------------------------ a mock of Stripe's API
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    idempotency_key: Option<String>,
+    form: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct MockState {
+    seen: Vec<Seen>,
+    customers: HashMap<String, Value>,
+    /// Answers already given, by idempotency key (Stripe replays them to a retry).
+    answers: HashMap<String, (u16, Value)>,
+    payment_intents_created: usize,
+    /// Create the next PaymentIntent, then drop the connection without answering: the
+    /// answer is lost, as in a timeout.
+    lose_next_payment_intent_answer: bool,
+    /// Status of the PaymentIntents created (`processing`: the webhook settles them).
+    payment_intent_status: String,
+    /// Create the next PaymentIntent and refuse the card (402), as Stripe does on a decline.
+    decline_next_payment_intent: bool,
+}
+
+/// The Stripe endpoints the server uses (`POST /v1/customers`, `GET /v1/customers/{id}`,
+/// `POST /v1/payment_intents`), honouring `Idempotency-Key` as Stripe does, on 127.0.0.1:0.
+#[derive(Clone)]
+struct MockStripe {
+    base: String,
+    state: Arc<Mutex<MockState>>,
+}
+
+impl MockStripe {
+    fn start() -> MockStripe {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("mock binds");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(MockState {
+            payment_intent_status: "processing".into(),
+            ..MockState::default()
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        MockStripe { base, state }
+    }
+
+    fn lose_next_payment_intent_answer(&self) {
+        self.state.lock().unwrap().lose_next_payment_intent_answer = true;
+    }
+
+    fn decline_next_payment_intent(&self) {
+        self.state.lock().unwrap().decline_next_payment_intent = true;
+    }
+
+    fn payment_intent_status(&self, status: &str) {
+        self.state.lock().unwrap().payment_intent_status = status.into();
+    }
+
+    fn seen(&self, method: &str, path_prefix: &str) -> Vec<Seen> {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.method == method && s.path.starts_with(path_prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn payment_intents_created(&self) -> usize {
+        self.state.lock().unwrap().payment_intents_created
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<MockState>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok();
+    let form = parse_form(&String::from_utf8_lossy(&body));
+    let seen = Seen {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: headers.get("authorization").cloned(),
+        idempotency_key: headers.get("idempotency-key").cloned(),
+        form: form.clone(),
+    };
+    let (status, answer) = {
+        let mut st = state.lock().unwrap();
+        st.seen.push(seen.clone());
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/customers") => replay_or(&mut st, &seen, |st| {
+                let id = format!("cus_mock{}", st.customers.len() + 1);
+                let customer = json!({
+                    "id": id, "object": "customer", "created": 1_795_000_000, "livemode": false,
+                    "name": form.get("name"), "metadata": metadata(&form),
+                    "invoice_settings": {"default_payment_method": "pm_card_visa"},
+                });
+                st.customers.insert(id, customer.clone());
+                (200, customer)
+            }),
+            ("GET", p) if p.starts_with("/v1/customers/") => {
+                let id = p
+                    .trim_start_matches("/v1/customers/")
+                    .split('?')
+                    .next()
+                    .unwrap();
+                match st.customers.get(id) {
+                    Some(c) => (200, c.clone()),
+                    None => (
+                        404,
+                        json!({"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                         "message": format!("No such customer: '{id}'")}}),
+                    ),
+                }
+            }
+            ("POST", "/v1/payment_intents") => {
+                let lose = seen
+                    .idempotency_key
+                    .as_ref()
+                    .is_some_and(|k| !st.answers.contains_key(k))
+                    && std::mem::take(&mut st.lose_next_payment_intent_answer);
+                let answer = replay_or(&mut st, &seen, |st| {
+                    st.payment_intents_created += 1;
+                    if std::mem::take(&mut st.decline_next_payment_intent) {
+                        return (
+                            402,
+                            json!({"error": {"type": "card_error", "code": "card_declined",
+                                             "decline_code": "generic_decline",
+                                             "message": "Your card was declined."}}),
+                        );
+                    }
+                    let amount: i64 = form["amount"].parse().unwrap();
+                    let status = st.payment_intent_status.clone();
+                    let received = if status == "succeeded" { amount } else { 0 };
+                    (
+                        200,
+                        json!({
+                            "id": format!("pi_mock{}", st.payment_intents_created),
+                            "object": "payment_intent", "amount": amount, "amount_capturable": 0,
+                            "amount_received": received, "capture_method": "automatic",
+                            "confirmation_method": "automatic", "created": 1_795_000_000,
+                            "currency": form["currency"], "customer": form.get("customer"),
+                            "livemode": false, "metadata": metadata(&form),
+                            "payment_method": form.get("payment_method"),
+                            "payment_method_types": ["card"], "status": status,
+                            "client_secret": "pi_secret",
+                        }),
+                    )
+                });
+                if lose {
+                    // Created, but the answer never arrives.
+                    return;
+                }
+                answer
+            }
+            _ => (
+                404,
+                json!({"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}),
+            ),
+        }
+    };
+    let body = answer.to_string();
+    let reason = match status {
+        200 => "OK",
+        402 => "Payment Required",
+        _ => "Not Found",
+    };
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Stripe's idempotency: the first answer under a key (a refusal too) is the answer to every
+/// retry.
+fn replay_or(
+    st: &mut MockState,
+    seen: &Seen,
+    create: impl FnOnce(&mut MockState) -> (u16, Value),
+) -> (u16, Value) {
+    if let Some(key) = &seen.idempotency_key {
+        if let Some(answer) = st.answers.get(key) {
+            return answer.clone();
+        }
+    }
+    let answer = create(st);
+    if let Some(key) = &seen.idempotency_key {
+        st.answers.insert(key.clone(), answer.clone());
+    }
+    answer
+}
+
+fn parse_form(body: &str) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    body.split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn metadata(form: &HashMap<String, String>) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in form {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            m.insert(key.to_string(), Value::String(v.clone()));
+        }
+    }
+    Value::Object(m)
+}
+
+// ------------------------------------------------------------------ the marketplace side
+
+const KEY: &str = "sk_test_mock";
+
+fn settings(api_base: &str, webhook_secrets: &[&str]) -> PaymentSettings {
+    PaymentSettings {
+        stripe_secret_key: Some(Secret::new(KEY)),
+        stripe_webhook_secrets: webhook_secrets.iter().map(|s| Secret::new(*s)).collect(),
+        stripe_api_base: api_base.to_string(),
+        grace_days: 14,
+    }
+}
+
+/// Runs the payment jobs due now, as the worker and `jobs run-once` do.
+fn collect(app: &TestApp, stripe: &Stripe) -> Report {
+    let pool = schema::connect(&app.db.url, 2, false).expect("pool");
+    let clock: SharedClock = Arc::new(app.clock.clone());
+    actix_web::rt::System::new()
+        .block_on(payments::collect_due(&pool, clock, stripe))
+        .expect("payment pass")
+}
+
+fn grace_pass(app: &TestApp) -> grace::Report {
+    grace::run_once(&mut app.db.connect(), &app.clock, 14).expect("grace pass")
+}
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 9, 0, 0).unwrap()
+}
+
+/// A platform finance user, made as the CLI makes one, signed in.
+fn finance(app: &TestApp) -> User {
+    let email = format!(
+        "finance-{}@example.com",
+        api::domain::ids::random_token(6).to_lowercase()
+    );
+    api::domain::accounts::create_platform_user(
+        &mut app.db.connect(),
+        &app.clock,
+        &email,
+        "Finance",
+        PASSWORD,
+        "finance",
+    )
+    .unwrap();
+    let t = app.sign_in(&email, PASSWORD);
+    User {
+        email,
+        password: PASSWORD.into(),
+        token: t.json["access_token"].as_str().unwrap().into(),
+        refresh: t.json["refresh_token"].as_str().unwrap().into(),
+        user_id: t.json["user"]["id"].as_str().unwrap().into(),
+        org_id: t.json["organization"]["id"].as_str().unwrap().into(),
+    }
+}
+
+/// A provider's published listing with one dataset holding one file, and a monthly USD offer
+/// of 500.00.
+struct Shop {
+    offer: String,
+    listing: String,
+    asset: String,
+}
+
+fn shop(app: &TestApp, p: &User) -> Shop {
+    let l = app.post(
+        "/v1/listings",
+        Some(&p.token),
+        json!({"title": "Prices", "summary": "EOD", "visibility": "public"}),
+    );
+    assert_eq!(l.status, 201, "{}", l.text);
+    let lid = l.json["id"].as_str().unwrap().to_string();
+    let o = app.post(
+        &format!("/v1/listings/{lid}/offers"),
+        Some(&p.token),
+        json!({"name": "Pro", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 50000,
+               "term_months": 12, "usage_prices": [], "trial_days": 0, "requires_approval": false,
+               "auto_renew_default": true}),
+    );
+    assert_eq!(o.status, 201, "{}", o.text);
+    let d = app.post(
+        &format!("/v1/listings/{lid}/datasets"),
+        Some(&p.token),
+        json!({"name": "eod"}),
+    );
+    assert_eq!(d.status, 201, "{}", d.text);
+    let r = app.post(
+        &format!("/v1/datasets/{}/revisions", d.json["id"].as_str().unwrap()),
+        Some(&p.token),
+        json!({"comment": "first"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.json["id"].as_str().unwrap().to_string();
+    let up = reqwest::blocking::Client::new()
+        .put(format!("{}/v1/revisions/{rid}/assets/prices.csv", app.base))
+        .bearer_auth(&p.token)
+        .header("content-type", "text/csv")
+        .body("day,close\n2026-11-09,101.5\n")
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201);
+    let asset: Value = up.json().unwrap();
+    let f = app.post(
+        &format!("/v1/revisions/{rid}/finalize"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(f.status, 200, "{}", f.text);
+    let publish = app.post(
+        &format!("/v1/listings/{lid}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(publish.status, 200, "{}", publish.text);
+    Shop {
+        offer: o.json["id"].as_str().unwrap().to_string(),
+        listing: lid,
+        asset: asset["id"].as_str().unwrap().to_string(),
+    }
+}
+
+fn subscribe(app: &TestApp, b: &User, offer: &str) {
+    let s = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": offer}),
+    );
+    assert_eq!(s.status, 201, "{}", s.text);
+}
+
+/// Bills `period` and finalizes the customer's invoice; returns it (open).
+fn open_invoice(app: &TestApp, fin: &User, customer: &User, period: &str) -> Value {
+    let run = app.post(
+        "/v1/billing-runs",
+        Some(&fin.token),
+        json!({"period": period}),
+    );
+    assert_eq!(run.status, 201, "{}", run.text);
+    let list = app.get(
+        &format!("/v1/invoices?period={period}&customer={}", customer.org_id),
+        Some(&fin.token),
+    );
+    let id = list.json["data"][0]["id"]
+        .as_str()
+        .expect("an invoice")
+        .to_string();
+    let f = app.post(
+        &format!("/v1/invoices/{id}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(f.json["status"], "open", "{}", f.text);
+    f.json
+}
+
+fn invoice(app: &TestApp, fin: &User, id: &str) -> Value {
+    app.get(&format!("/v1/invoices/{id}"), Some(&fin.token))
+        .json
+}
+
+fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// POSTs an event to the Stripe webhook with this `Stripe-Signature` header (if any).
+fn deliver(app: &TestApp, body: &[u8], signature: Option<&str>) -> crate::helpers::Reply {
+    let mut req = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/webhooks/stripe", app.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("Stripe-Signature", s);
+    }
+    let res = req.send().unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().unwrap();
+    crate::helpers::Reply {
+        status,
+        headers,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// An event as Stripe sends it, for a PaymentIntent that collects `invoice`.
+fn event(id: &str, kind: &str, pi: &str, invoice: &Value, extra: Value) -> Vec<u8> {
+    let amount = invoice["amount_due"]["amount"].as_i64().unwrap();
+    let mut object = json!({
+        "id": pi, "object": "payment_intent", "amount": amount,
+        "amount_received": if kind == "payment_intent.succeeded" { amount } else { 0 },
+        "currency": invoice["currency"].as_str().unwrap().to_lowercase(),
+        "status": if kind == "payment_intent.succeeded" { "succeeded" } else { "requires_payment_method" },
+        "metadata": {"invoice_id": invoice["id"], "invoice_number": invoice["number"]},
+        "livemode": false, "created": 1_795_000_000,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        object[k] = v.clone();
+    }
+    // Stripe's own layout, spaces and all: the signature covers these exact bytes.
+    serde_json::to_vec_pretty(&json!({
+        "id": id, "object": "event", "api_version": "2024-06-20", "created": 1_795_000_000,
+        "type": kind, "livemode": false, "pending_webhooks": 1,
+        "data": {"object": object},
+    }))
+    .unwrap()
+}
+
+fn payment_jobs(app: &TestApp, invoice_id: &str) -> Vec<(String, i32, Option<String>)> {
+    use schema::schema::payment_jobs::dsl as j;
+    j::payment_jobs
+        .filter(j::invoice_id.eq(invoice_id))
+        .select((j::status, j::tries, j::payment_intent_id))
+        .load(&mut app.db.connect())
+        .unwrap()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn stripe_collects_each_invoice_once_across_retries() {
+    let mock = MockStripe::start();
+    let app = TestApp::builder()
+        .payments(settings(&mock.base, &[]))
+        .spawn();
+    let stripe = Stripe::new(KEY, &mock.base).unwrap();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    let id = inv["id"].as_str().unwrap();
+    assert_eq!(payment_jobs(&app, id).len(), 1, "finalizing wrote the job");
+    assert!(
+        mock.seen("POST", "/").is_empty(),
+        "Stripe is called after the commit, by the worker"
+    );
+
+    // The first run creates the PaymentIntent but its answer is lost: the job retries later.
+    mock.lose_next_payment_intent_answer();
+    let first = collect(&app, &stripe);
+    assert_eq!(first.retrying, 1, "{first:?}");
+    assert_eq!(
+        collect(&app, &stripe),
+        Report::default(),
+        "not due again yet"
+    );
+    app.clock.advance(Duration::minutes(1));
+    let second = collect(&app, &stripe);
+    assert_eq!(second.submitted, 1, "{second:?}");
+    assert_eq!(collect(&app, &stripe), Report::default(), "done is done");
+
+    let intents = mock.seen("POST", "/v1/payment_intents");
+    let key = format!("mkt-invoice-{id}-1");
+    assert_eq!(intents.len(), 2, "two tries");
+    assert!(intents
+        .iter()
+        .all(|s| s.idempotency_key.as_deref() == Some(key.as_str())));
+    assert_eq!(mock.payment_intents_created(), 1, "one PaymentIntent");
+    let form = &intents[0].form;
+    assert_eq!(form["amount"], "50000");
+    assert_eq!(form["currency"], "usd");
+    assert_eq!(form["customer"], "cus_mock1");
+    assert_eq!(form["metadata[invoice_id]"], id);
+    assert_eq!(form["payment_method"], "pm_card_visa");
+    assert_eq!(form["confirm"], "true");
+    assert_eq!(form["off_session"], "true");
+    assert_eq!(
+        intents[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let customers = mock.seen("POST", "/v1/customers");
+    assert_eq!(
+        customers.len(),
+        1,
+        "the customer is created once, then reused"
+    );
+    let customer_key = format!("mkt-customer-{}", b.org_id);
+    assert_eq!(
+        customers[0].idempotency_key.as_deref(),
+        Some(customer_key.as_str())
+    );
+    assert_eq!(
+        payment_jobs(&app, id),
+        vec![("done".to_string(), 2, Some("pi_mock1".to_string()))]
+    );
+    let now = invoice(&app, &fin, id);
+    assert_eq!(
+        now["status"], "open",
+        "the webhook settles a processing payment"
+    );
+    assert!(now["payment_failure"].is_null());
+
+    // Next month's invoice: the stored customer is reused, a new PaymentIntent made.
+    app.clock.set(at(2026, 12, 10));
+    let fin = app.again(&fin);
+    let next = open_invoice(&app, &fin, &b, "2026-12");
+    let next_id = next["id"].as_str().unwrap();
+    assert_eq!(collect(&app, &stripe).submitted, 1);
+    assert_eq!(mock.seen("POST", "/v1/customers").len(), 1);
+    assert!(!mock.seen("GET", "/v1/customers/cus_mock1").is_empty());
+    assert_eq!(mock.payment_intents_created(), 2, "one per invoice");
+    let keys: Vec<String> = mock
+        .seen("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter_map(|s| s.idempotency_key)
+        .collect();
+    assert_eq!(keys.last().unwrap(), &format!("mkt-invoice-{next_id}-1"));
+
+    // An invoice paid by hand before its job runs is not collected.
+    let third_buyer = app.signup();
+    subscribe(&app, &third_buyer, &offer);
+    let manual = open_invoice(&app, &fin, &third_buyer, "2026-12");
+    let paid = app.post(
+        &format!("/v1/invoices/{}/pay", manual["id"].as_str().unwrap()),
+        Some(&fin.token),
+        json!({"method": "manual", "reference": "wire 7"}),
+    );
+    assert_eq!(paid.json["status"], "paid", "{}", paid.text);
+    assert_eq!(collect(&app, &stripe).cancelled, 1);
+    assert_eq!(mock.payment_intents_created(), 2);
+}
+
+#[test]
+fn stripe_webhooks_are_verified_and_applied_once() {
+    // Two secrets: the old one and the one rotated in.
+    let app = TestApp::builder()
+        .payments(PaymentSettings {
+            stripe_secret_key: None,
+            ..settings("https://api.stripe.com", &["whsec_old", "whsec_new"])
+        })
+        .spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    let id = inv["id"].as_str().unwrap();
+    let now = app.clock.now_for_tests().timestamp();
+    let body = event(
+        "evt_paid_1",
+        "payment_intent.succeeded",
+        "pi_1",
+        &inv,
+        json!({}),
+    );
+    let unchanged = |why: &str| {
+        let i = invoice(&app, &fin, id);
+        assert_eq!(i["status"], "open", "{why}");
+        assert!(i["payments"].as_array().unwrap().is_empty(), "{why}");
+    };
+
+    // Refused, changing nothing: a wrong secret, a stale timestamp, no header, a body
+    // that is not the one signed.
+    let wrong = deliver(
+        &app,
+        &body,
+        Some(&format!("t={now},v1={}", sign("whsec_wrong", now, &body))),
+    );
+    assert_eq!(wrong.problem(400), "invalid_signature");
+    unchanged("wrong secret");
+    let stale = now - 301;
+    let old = deliver(
+        &app,
+        &body,
+        Some(&format!("t={stale},v1={}", sign("whsec_old", stale, &body))),
+    );
+    assert_eq!(old.problem(400), "invalid_signature");
+    unchanged("stale timestamp");
+    assert_eq!(deliver(&app, &body, None).problem(400), "invalid_signature");
+    let tampered = event(
+        "evt_paid_1",
+        "payment_intent.succeeded",
+        "pi_1",
+        &inv,
+        json!({"amount_received": 1}),
+    );
+    let sig = format!("t={now},v1={}", sign("whsec_old", now, &body));
+    assert_eq!(
+        deliver(&app, &tampered, Some(&sig)).problem(400),
+        "invalid_signature"
+    );
+    unchanged("tampered body");
+
+    // Signed with the second secret (rotation), next to a signature that does not match.
+    let good = format!(
+        "t={now},v1={},v1={}",
+        sign("whsec_retired", now, &body),
+        sign("whsec_new", now, &body)
+    );
+    let ok = deliver(&app, &body, Some(&good));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.json["outcome"], "applied");
+    let paid = invoice(&app, &fin, id);
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(paid["amount_due"]["amount"], 0);
+    assert_eq!(paid["amount_paid"]["amount"], 50000);
+    assert_eq!(paid["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(paid["payments"][0]["method"], "stripe");
+    assert_eq!(paid["payments"][0]["reference"], "pi_1");
+    assert_eq!(paid["payments"][0]["status"], "succeeded");
+
+    // A replay of the same delivery, and the same event signed afresh: 200, nothing more.
+    let replay = deliver(&app, &body, Some(&good));
+    assert_eq!(
+        (replay.status, replay.json["outcome"].as_str()),
+        (200, Some("duplicate"))
+    );
+    app.clock.advance(Duration::seconds(30));
+    let later = app.clock.now_for_tests().timestamp();
+    let again = deliver(
+        &app,
+        &body,
+        Some(&format!("t={later},v1={}", sign("whsec_old", later, &body))),
+    );
+    assert_eq!(again.json["outcome"], "duplicate", "{}", again.text);
+    let still = invoice(&app, &fin, id);
+    assert_eq!(still["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(still["amount_paid"]["amount"], 50000);
+
+    // A second success for an invoice already paid changes nothing either.
+    let other = event(
+        "evt_paid_2",
+        "payment_intent.succeeded",
+        "pi_2",
+        &inv,
+        json!({}),
+    );
+    let r = deliver(
+        &app,
+        &other,
+        Some(&format!(
+            "t={later},v1={}",
+            sign("whsec_old", later, &other)
+        )),
+    );
+    assert_eq!(r.json["outcome"], "ignored", "{}", r.text);
+    assert_eq!(
+        invoice(&app, &fin, id)["payments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Types the marketplace does not act on: 200, ignored.
+    let unknown = br#"{"id":"evt_x","object":"event","type":"customer.created","data":{"object":{"id":"cus_1"}}}"#;
+    let r = deliver(
+        &app,
+        unknown,
+        Some(&format!(
+            "t={later},v1={}",
+            sign("whsec_new", later, unknown)
+        )),
+    );
+    assert_eq!(
+        (r.status, r.json["outcome"].as_str()),
+        (200, Some("ignored"))
+    );
+}
+
+#[test]
+fn a_failed_payment_is_recorded_and_told_to_admins_and_finance() {
+    let secret = "whsec_failures";
+    let app = TestApp::builder()
+        .payments(PaymentSettings {
+            stripe_secret_key: None,
+            ..settings("https://api.stripe.com", &[secret])
+        })
+        .spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let b_finance = app.add_member(&b, "finance");
+    let b_member = app.add_member(&b, "member");
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    let id = inv["id"].as_str().unwrap();
+    let mails_before = outbox_emails(&app, &b.org_id);
+    let now = app.clock.now_for_tests().timestamp();
+    let body = event(
+        "evt_failed_1",
+        "payment_intent.payment_failed",
+        "pi_9",
+        &inv,
+        json!({"last_payment_error": {"type": "card_error", "code": "card_declined",
+               "decline_code": "insufficient_funds", "message": "Your card has insufficient funds."}}),
+    );
+    let sig = format!("t={now},v1={}", sign(secret, now, &body));
+    let r = deliver(&app, &body, Some(&sig));
+    assert_eq!(
+        (r.status, r.json["outcome"].as_str()),
+        (200, Some("applied")),
+        "{}",
+        r.text
+    );
+    let failed = invoice(&app, &fin, id);
+    assert_eq!(failed["status"], "open", "the invoice stays open");
+    assert_eq!(
+        failed["payment_failure"],
+        "Your card has insufficient funds."
+    );
+    assert_eq!(failed["amount_due"]["amount"], 50000);
+    let rows = failed["payments"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0]["status"].as_str(),
+            rows[0]["method"].as_str(),
+            rows[0]["reference"].as_str()
+        ),
+        (Some("failed"), Some("stripe"), Some("pi_9"))
+    );
+    // The customer sees it on its own invoice too.
+    let own = app.get(&format!("/v1/invoices/{id}"), Some(&b.token));
+    assert_eq!(
+        own.json["payment_failure"],
+        "Your card has insufficient funds."
+    );
+
+    // One e-mail to each admin and finance user, none to plain members.
+    let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
+        .into_iter()
+        .skip(mails_before.len())
+        .collect();
+    let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
+    to.sort();
+    let mut expected = vec![b.email.as_str(), b_finance.email.as_str()];
+    expected.sort();
+    assert_eq!(to, expected);
+    assert!(!to.contains(&b_member.email.as_str()));
+    assert!(mails[0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains(inv["number"].as_str().unwrap()));
+    assert!(mails[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("insufficient funds"));
+
+    // Replayed: nothing more recorded or sent.
+    let replay = deliver(&app, &body, Some(&sig));
+    assert_eq!(replay.json["outcome"], "duplicate");
+    assert_eq!(
+        invoice(&app, &fin, id)["payments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(outbox_emails(&app, &b.org_id).len(), mails_before.len() + 2);
+
+    // The customer pays with another card: paid, the failure cleared.
+    let ok = event(
+        "evt_paid_9",
+        "payment_intent.succeeded",
+        "pi_9",
+        &inv,
+        json!({}),
+    );
+    let r = deliver(
+        &app,
+        &ok,
+        Some(&format!("t={now},v1={}", sign(secret, now, &ok))),
+    );
+    assert_eq!(r.json["outcome"], "applied", "{}", r.text);
+    let paid = invoice(&app, &fin, id);
+    assert_eq!(paid["status"], "paid");
+    assert!(paid["payment_failure"].is_null());
+}
+
+#[test]
+fn a_payment_confirmed_at_once_or_declined_is_recorded_once() {
+    let secret = "whsec_sync";
+    let mock = MockStripe::start();
+    let app = TestApp::builder()
+        .payments(settings(&mock.base, &[secret]))
+        .spawn();
+    let stripe = Stripe::new(KEY, &mock.base).unwrap();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p) = (finance(&app), app.signup());
+    let (card_ok, card_declined) = (app.signup(), app.signup());
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &card_ok, &offer);
+    subscribe(&app, &card_declined, &offer);
+    let ok = open_invoice(&app, &fin, &card_ok, "2026-11");
+    let ok_id = ok["id"].as_str().unwrap();
+
+    // Confirmed off-session at once: the job settles the invoice itself.
+    mock.payment_intent_status("succeeded");
+    assert_eq!(collect(&app, &stripe).submitted, 1);
+    let paid = invoice(&app, &fin, ok_id);
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["payments"][0]["reference"], "pi_mock1");
+    // Stripe's webhook for the same payment then changes nothing.
+    let now = app.clock.now_for_tests().timestamp();
+    let body = event(
+        "evt_sync_1",
+        "payment_intent.succeeded",
+        "pi_mock1",
+        &ok,
+        json!({}),
+    );
+    let r = deliver(
+        &app,
+        &body,
+        Some(&format!("t={now},v1={}", sign(secret, now, &body))),
+    );
+    assert_eq!(r.json["outcome"], "ignored", "{}", r.text);
+    let after = invoice(&app, &fin, ok_id);
+    assert_eq!(after["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(after["amount_paid"]["amount"], 50000);
+
+    // Declined: the job is done (a retry under the same key would be declined again), the
+    // invoice stays open with the reason on it.
+    let declined = open_invoice(&app, &fin, &card_declined, "2026-11");
+    let declined_id = declined["id"].as_str().unwrap();
+    mock.decline_next_payment_intent();
+    assert_eq!(collect(&app, &stripe).declined, 1);
+    let open = invoice(&app, &fin, declined_id);
+    assert_eq!(open["status"], "open");
+    assert_eq!(open["payment_failure"], "Your card was declined.");
+    assert_eq!(
+        payment_jobs(&app, declined_id)
+            .into_iter()
+            .map(|j| j.0)
+            .collect::<Vec<_>>(),
+        vec!["done".to_string()]
+    );
+    app.clock.advance(Duration::hours(1));
+    assert_eq!(collect(&app, &stripe), Report::default());
+    assert_eq!(mock.seen("POST", "/v1/payment_intents").len(), 2);
+}
+
+#[test]
+fn two_workers_at_once_create_one_payment_intent_per_invoice() {
+    let mock = MockStripe::start();
+    let app = TestApp::builder()
+        .payments(settings(&mock.base, &[]))
+        .spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p) = (finance(&app), app.signup());
+    let offer = shop(&app, &p).offer;
+    let buyers: Vec<User> = (0..3).map(|_| app.signup()).collect();
+    for b in &buyers {
+        subscribe(&app, b, &offer);
+    }
+    for b in &buyers {
+        open_invoice(&app, &fin, b, "2026-11");
+    }
+    let reports: Vec<Report> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let stripe = Stripe::new(KEY, &mock.base).unwrap();
+                    collect(&app, &stripe)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let submitted: usize = reports.iter().map(|r| r.submitted).sum();
+    assert_eq!(submitted, 3, "{reports:?}");
+    assert_eq!(mock.payment_intents_created(), 3);
+    assert_eq!(
+        mock.seen("POST", "/v1/payment_intents").len(),
+        3,
+        "no job ran twice"
+    );
+}
+
+/// The e-mails in an organization's outbox, oldest first.
+fn outbox_emails(app: &TestApp, org: &str) -> Vec<Value> {
+    use schema::schema::outbox::dsl as o;
+    let rows: Vec<String> = o::outbox
+        .filter(o::organization_id.eq(org))
+        .filter(o::kind.eq("email"))
+        .order((o::created_at.asc(), o::id.asc()))
+        .select(o::payload)
+        .load(&mut app.db.connect())
+        .unwrap();
+    rows.iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect()
+}
+
+/// The grants of a customer as it sees them: (suspended_at is set, live).
+fn grants(app: &TestApp, who: &User) -> Vec<(bool, bool)> {
+    let r = app.get("/v1/grants", Some(&who.token));
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (!g["suspended_at"].is_null(), g["live"].as_bool().unwrap()))
+        .collect()
+}
+
+fn read_status(app: &TestApp, who: &User, asset: &str) -> u16 {
+    app.get(&format!("/v1/assets/{asset}/content"), Some(&who.token))
+        .status
+}
+
+/// Whether the read rule finds a live grant of the customer on the listing now.
+fn may_read(app: &TestApp, who: &User, listing: &str) -> bool {
+    api::domain::commerce::grants::live_grant(
+        &mut app.db.connect(),
+        &who.org_id,
+        listing,
+        app.clock.now_for_tests().naive_utc(),
+    )
+    .unwrap()
+    .is_some()
+}
+
+#[test]
+fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
+    let secret = "whsec_grace";
+    let app = TestApp::builder()
+        .payments(PaymentSettings {
+            stripe_secret_key: None,
+            ..settings("https://api.stripe.com", &[secret])
+        })
+        .spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p) = (finance(&app), app.signup());
+    let (by_hand, by_card) = (app.signup(), app.signup());
+    let Shop {
+        offer,
+        listing,
+        asset,
+    } = shop(&app, &p);
+    subscribe(&app, &by_hand, &offer);
+    subscribe(&app, &by_card, &offer);
+    let hand = open_invoice(&app, &fin, &by_hand, "2026-11");
+    let card = open_invoice(&app, &fin, &by_card, "2026-11");
+    assert!(may_read(&app, &by_hand, &listing));
+
+    // Within the grace period nothing happens.
+    app.clock.advance(Duration::days(13));
+    assert_eq!(grace_pass(&app), grace::Report::default());
+    let (by_hand, by_card, fin) = (app.again(&by_hand), app.again(&by_card), app.again(&fin));
+    assert_eq!(grants(&app, &by_hand), vec![(false, true)]);
+
+    // Past it: both customers' grants are suspended and reading is refused.
+    app.clock.advance(Duration::days(2));
+    let report = grace_pass(&app);
+    assert_eq!(
+        (report.overdue, report.suspended, report.restored),
+        (2, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        grace_pass(&app),
+        grace::Report::default(),
+        "a second pass changes nothing"
+    );
+    let (by_hand, by_card, fin) = (app.again(&by_hand), app.again(&by_card), app.again(&fin));
+    for who in [&by_hand, &by_card] {
+        assert_eq!(grants(&app, who), vec![(true, false)]);
+        assert!(!may_read(&app, who, &listing));
+        assert_eq!(read_status(&app, who, &asset), 403);
+    }
+    let p = app.again(&p);
+    assert_eq!(
+        read_status(&app, &p, &asset),
+        200,
+        "the provider always reads"
+    );
+
+    // Paid by hand: restored at once, without waiting for the pass; the other stays suspended.
+    let paid = app.post(
+        &format!("/v1/invoices/{}/pay", hand["id"].as_str().unwrap()),
+        Some(&fin.token),
+        json!({"method": "manual", "reference": "wire 42"}),
+    );
+    assert_eq!(paid.json["status"], "paid", "{}", paid.text);
+    assert_eq!(grants(&app, &by_hand), vec![(false, true)]);
+    assert!(may_read(&app, &by_hand, &listing));
+    assert_eq!(grants(&app, &by_card), vec![(true, false)]);
+
+    // Paid through Stripe: the webhook restores too.
+    let now = app.clock.now_for_tests().timestamp();
+    let body = event(
+        "evt_grace_paid",
+        "payment_intent.succeeded",
+        "pi_g",
+        &card,
+        json!({}),
+    );
+    let r = deliver(
+        &app,
+        &body,
+        Some(&format!("t={now},v1={}", sign(secret, now, &body))),
+    );
+    assert_eq!(r.json["outcome"], "applied", "{}", r.text);
+    assert_eq!(grants(&app, &by_card), vec![(false, true)]);
+    assert!(may_read(&app, &by_card, &listing));
+    assert_eq!(
+        grace_pass(&app),
+        grace::Report::default(),
+        "nothing overdue is left"
+    );
+}
+
+#[test]
+fn voiding_the_overdue_invoice_restores_at_once() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    app.clock.advance(Duration::days(15));
+    assert_eq!(grace_pass(&app).suspended, 1);
+    let (b, fin) = (app.again(&b), app.again(&fin));
+    assert_eq!(grants(&app, &b), vec![(true, false)]);
+    let v = app.send(
+        Method::POST,
+        &format!("/v1/invoices/{}/void", inv["id"].as_str().unwrap()),
+        Some(&fin.token),
+        Some(&json!({})),
+        &[],
+    );
+    assert_eq!(v.json["status"], "void", "{}", v.text);
+    assert_eq!(grants(&app, &b), vec![(false, true)]);
+    assert_eq!(grace_pass(&app), grace::Report::default());
+}

@@ -1,0 +1,3 @@
+DROP INDEX grants_listing;
+DROP TABLE outbox;
+DROP TABLE webhook_endpoints;
