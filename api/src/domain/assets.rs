@@ -566,7 +566,12 @@ pub fn record_read(
     })
 }
 
-fn audit_read(conn: &mut DbConnection, clock: &dyn Clock, access: &ReadAccess, read: &ReadRecord) -> Result<()> {
+fn audit_read(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    access: &ReadAccess,
+    read: &ReadRecord,
+) -> Result<()> {
     let asset = &access.asset;
     audit::record(
         conn,

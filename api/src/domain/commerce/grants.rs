@@ -116,9 +116,16 @@ pub fn still_live(
 
 /// Meters a subscriber's read to the grant's subscription: one `api_calls` and the bytes
 /// sent. The server is the sender; its event ids are fresh, so nothing is counted twice.
-pub fn meter_read(conn: &mut DbConnection, clock: &dyn Clock, grant_id: &str, bytes: i64) -> Result<()> {
-    let (organization_id, subscription_id): (String, String) =
-        grants::table.find(grant_id).select((grants::organization_id, grants::subscription_id)).first(conn)?;
+pub fn meter_read(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    grant_id: &str,
+    bytes: i64,
+) -> Result<()> {
+    let (organization_id, subscription_id): (String, String) = grants::table
+        .find(grant_id)
+        .select((grants::organization_id, grants::subscription_id))
+        .first(conn)?;
     let now = clock.now();
     let event = |metric: &str, quantity: i64| UsageEvent {
         organization_id: organization_id.clone(),
@@ -130,7 +137,10 @@ pub fn meter_read(conn: &mut DbConnection, clock: &dyn Clock, grant_id: &str, by
         day: now.format("%Y-%m-%d").to_string(),
         received_at: db_time(now),
     };
-    schema::usage::insert_new(conn, &[event("api_calls", 1), event("bytes_downloaded", bytes)])?;
+    schema::usage::insert_new(
+        conn,
+        &[event("api_calls", 1), event("bytes_downloaded", bytes)],
+    )?;
     Ok(())
 }
 

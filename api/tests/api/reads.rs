@@ -1,0 +1,224 @@
+//! Subscribers read data only while a grant is live, and every read is metered to it.
+
+use api::domain::commerce::lifecycle;
+use chrono::Duration;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, User};
+
+struct Shop {
+    listing: String,
+    revision: String,
+    asset: String,
+    offer: String,
+    approval_offer: String,
+}
+
+/// A published listing with one finalized revision holding a 1000-byte asset, and two
+/// offers (one needing approval), 1-month terms.
+fn shop(app: &TestApp, p: &User) -> Shop {
+    let l = app.post(
+        "/v1/listings",
+        Some(&p.token),
+        json!({"title": "Ships", "summary": "AIS", "visibility": "public"}),
+    );
+    let listing = l.json["id"].as_str().unwrap().to_string();
+    let ds = app.post(
+        &format!("/v1/listings/{listing}/datasets"),
+        Some(&p.token),
+        json!({"name": "positions"}),
+    );
+    let ds = ds.json["id"].as_str().unwrap().to_string();
+    let rev = app.post(
+        &format!("/v1/datasets/{ds}/revisions"),
+        Some(&p.token),
+        json!({}),
+    );
+    let revision = rev.json["id"].as_str().unwrap().to_string();
+    let client = reqwest::blocking::Client::new();
+    let up = client
+        .put(format!(
+            "{}/v1/revisions/{revision}/assets/pos.bin",
+            app.base
+        ))
+        .bearer_auth(&p.token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; 1000])
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201);
+    let asset: Value = up.json().unwrap();
+    app.post(
+        &format!("/v1/revisions/{revision}/finalize"),
+        Some(&p.token),
+        json!({}),
+    );
+    let offer = |extra: Value| {
+        let mut o = json!({"name": "Monthly", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 100,
+            "term_months": 1, "trial_days": 0, "requires_approval": false, "auto_renew_default": false});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        app.post(&format!("/v1/listings/{listing}/offers"), Some(&p.token), o)
+            .json["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (offer, approval_offer) = (offer(json!({})), offer(json!({"requires_approval": true})));
+    app.post(
+        &format!("/v1/listings/{listing}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    Shop {
+        listing,
+        revision,
+        asset: asset["id"].as_str().unwrap().to_string(),
+        offer,
+        approval_offer,
+    }
+}
+
+fn read(app: &TestApp, token: &str, asset: &str) -> u16 {
+    app.get(&format!("/v1/assets/{asset}/content"), Some(token))
+        .status
+}
+
+fn usage_total(app: &TestApp, token: &str, sub: &str, metric: &str) -> i64 {
+    let r = app.get(&format!("/v1/subscriptions/{sub}/usage"), Some(token));
+    r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["metric"] == metric)
+        .map(|row| row["quantity"].as_i64().unwrap())
+        .sum()
+}
+
+#[test]
+fn reads_follow_the_grant_from_request_to_term_end() {
+    let app = TestApp::spawn();
+    let (p, b, x) = (app.signup(), app.signup(), app.signup());
+    let s = shop(&app, &p);
+    assert_eq!(
+        read(&app, &b.token, &s.asset),
+        403,
+        "no grant before subscribing"
+    );
+    let pending = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": s.approval_offer}),
+    );
+    assert_eq!(pending.json["status"], "pending_approval");
+    assert_eq!(
+        read(&app, &b.token, &s.asset),
+        403,
+        "a pending request reads nothing"
+    );
+
+    let sub = app
+        .post(
+            "/v1/subscriptions",
+            Some(&b.token),
+            json!({"offer_id": s.offer}),
+        )
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(read(&app, &b.token, &s.asset), 200);
+    let ranged = app.send(
+        Method::GET,
+        &format!("/v1/assets/{}/content", s.asset),
+        Some(&b.token),
+        None,
+        &[("range", "bytes=0-99")],
+    );
+    assert_eq!(ranged.status, 206);
+    let url = app
+        .post(
+            &format!("/v1/assets/{}/download-url", s.asset),
+            Some(&b.token),
+            json!({}),
+        )
+        .json["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        reqwest::blocking::get(&url).unwrap().status().as_u16(),
+        200,
+        "a signed URL works without a header"
+    );
+    // Reads are metered: bytes actually sent (ranges included) and one call each.
+    assert_eq!(
+        usage_total(&app, &b.token, &sub, "bytes_downloaded"),
+        1000 + 100 + 1000
+    );
+    assert_eq!(usage_total(&app, &b.token, &sub, "api_calls"), 3);
+    assert_eq!(
+        read(&app, &x.token, &s.asset),
+        403,
+        "an outsider who can see the public listing still holds no grant"
+    );
+
+    // Cancelled: access runs to the term's end, then stops; the signed URL re-checks too.
+    app.post(
+        &format!("/v1/subscriptions/{sub}/cancel"),
+        Some(&b.token),
+        json!({}),
+    );
+    assert_eq!(read(&app, &b.token, &s.asset), 200);
+    app.clock.advance(Duration::days(32));
+    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
+    let b = app.again(&b);
+    assert_eq!(
+        read(&app, &b.token, &s.asset),
+        403,
+        "after the term of a cancelled subscription"
+    );
+    let _ = s.listing;
+}
+
+#[test]
+fn revoking_a_revision_cuts_access_at_once() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let s = shop(&app, &p);
+    app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": s.offer}),
+    );
+    let url = app
+        .post(
+            &format!("/v1/assets/{}/download-url", s.asset),
+            Some(&b.token),
+            json!({}),
+        )
+        .json["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(read(&app, &b.token, &s.asset), 200);
+    let revoked = app.post(
+        &format!("/v1/revisions/{}/revoke", s.revision),
+        Some(&p.token),
+        json!({"reason": "wrong units"}),
+    );
+    assert_eq!(revoked.json["state"], "revoked");
+    assert_eq!(read(&app, &b.token, &s.asset), 403);
+    assert_eq!(
+        reqwest::blocking::get(&url).unwrap().status().as_u16(),
+        403,
+        "a signed URL re-checks at each use"
+    );
+    assert_eq!(
+        read(&app, &p.token, &s.asset),
+        200,
+        "the provider keeps its own data"
+    );
+}
