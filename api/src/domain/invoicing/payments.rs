@@ -24,6 +24,7 @@ use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
 use crate::domain::outbox::{self, Email, Message};
+use ::stripe::{PaymentIntent, PaymentIntentStatus};
 
 /// Who the audit trail names for what Stripe did.
 const ACTOR: &str = "stripe";
@@ -225,78 +226,91 @@ async fn collect(
         Err(e) => Err(e),
     };
 
-    blocking(pool, move |conn| {
-        let clock = clock.as_ref();
-        match result {
-            Ok((pi, has_payment_method)) => {
-                let pi_id = pi.id.to_string();
-                let status = pi.status.as_str();
-                finish(conn, clock, &job, "done", None, Some(pi_id.clone()))?;
-                match status {
-                    // Confirmed at once: settle now rather than wait for the webhook (which
-                    // then finds the invoice paid and changes nothing).
-                    "succeeded" => {
-                        let received = if pi.amount_received > 0 { pi.amount_received } else { pi.amount };
-                        let object = PaymentIntentObject {
-                            id: pi_id,
-                            amount: pi.amount,
-                            amount_received: Some(received),
-                            currency: pi.currency.to_string(),
-                            // The invoice is the job's, whatever the answer echoes.
-                            metadata: HashMap::from([(
-                                "invoice_id".to_string(),
-                                job.invoice_id.clone(),
-                            )]),
-                            last_payment_error: None,
-                        };
-                        transaction(conn, |conn| succeeded(conn, clock, &object).map(|_| ()))?;
-                    }
-                    "requires_payment_method" | "requires_action" => {
-                        let why = if has_payment_method {
-                            "the payment needs the customer's action in Stripe (authentication)"
-                        } else {
-                            "no default payment method on the customer's Stripe account: \
-                             the payment waits for the customer"
-                        };
-                        note_failure(conn, clock, &job.invoice_id, why)?;
-                    }
-                    _ => {}
+    blocking(pool, move |conn| record(conn, clock.as_ref(), &job, result)).await
+}
+
+/// Writes what Stripe answered for a job.
+fn record(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    job: &PaymentJob,
+    answer: Result<(PaymentIntent, bool), Failure>,
+) -> Result<Outcome> {
+    match answer {
+        Ok((pi, has_payment_method)) => {
+            let pi_id = pi.id.to_string();
+            finish(conn, clock, job, "done", None, Some(pi_id.clone()))?;
+            match pi.status {
+                // Confirmed at once: settle now rather than wait for the webhook (which then
+                // finds the invoice paid and changes nothing).
+                PaymentIntentStatus::Succeeded => {
+                    let object = PaymentIntentObject {
+                        id: pi_id,
+                        amount: pi.amount,
+                        amount_received: Some(pi.amount_received.max(pi.amount)),
+                        currency: pi.currency.to_string(),
+                        // The invoice is the job's, whatever the answer echoes.
+                        metadata: HashMap::from([(
+                            "invoice_id".to_string(),
+                            job.invoice_id.clone(),
+                        )]),
+                        last_payment_error: None,
+                    };
+                    transaction(conn, |conn| succeeded(conn, clock, &object).map(|_| ()))?;
                 }
-                Ok(Outcome::Submitted)
+                PaymentIntentStatus::RequiresPaymentMethod
+                | PaymentIntentStatus::RequiresAction => {
+                    let why = if has_payment_method {
+                        "the payment needs the customer's action in Stripe (authentication)"
+                    } else {
+                        "no default payment method on the customer's Stripe account: the \
+                         payment waits for the customer"
+                    };
+                    note_failure(conn, clock, &job.invoice_id, why)?;
+                }
+                _ => {}
             }
-            Err(Failure::Declined(message)) => {
-                // The PaymentIntent exists; the webhook records the failed payment and tells
-                // the customer. Retrying the same key would only repeat the refusal.
-                finish(conn, clock, &job, "done", Some(message.clone()), None)?;
-                note_failure(conn, clock, &job.invoice_id, &message)?;
-                Ok(Outcome::Declined)
-            }
-            Err(Failure::Retry(message)) if job.tries < MAX_TRIES => {
-                let wait = backoff(job.tries);
-                tracing::info!(job = %job.id, invoice = %job.invoice_id, error = %message, retry_in_s = wait.num_seconds(), "payment job will retry");
-                diesel::update(payment_jobs::table.find(&job.id))
-                    .set((
-                        payment_jobs::next_attempt_at.eq(db_time(clock.now() + wait)),
-                        payment_jobs::last_error.eq(&message),
-                        payment_jobs::updated_at.eq(db_time(clock.now())),
-                    ))
-                    .execute(conn)?;
-                Ok(Outcome::Retrying)
-            }
-            Err(Failure::Retry(message)) | Err(Failure::Refused(message)) => {
-                tracing::error!(job = %job.id, invoice = %job.invoice_id, error = %message, "payment job failed");
-                finish(conn, clock, &job, "failed", Some(message.clone()), None)?;
-                note_failure(
-                    conn,
-                    clock,
-                    &job.invoice_id,
-                    &format!("automatic collection failed: {message}"),
-                )?;
-                Ok(Outcome::Failed)
-            }
+            Ok(Outcome::Submitted)
         }
-    })
-    .await
+        Err(Failure::Declined(message)) => {
+            // The PaymentIntent exists; the webhook records the failed payment and tells the
+            // customer. Retrying the same key would only repeat the refusal.
+            finish(conn, clock, job, "done", Some(message.clone()), None)?;
+            note_failure(conn, clock, &job.invoice_id, &message)?;
+            Ok(Outcome::Declined)
+        }
+        Err(Failure::Retry(message)) if job.tries < MAX_TRIES => {
+            let wait = backoff(job.tries);
+            tracing::info!(
+                job = %job.id,
+                invoice = %job.invoice_id,
+                error = %message,
+                retry_in_s = wait.num_seconds(),
+                "payment job will retry"
+            );
+            let now = clock.now();
+            diesel::update(payment_jobs::table.find(&job.id))
+                .set((
+                    payment_jobs::next_attempt_at.eq(db_time(now + wait)),
+                    payment_jobs::last_error.eq(&message),
+                    payment_jobs::updated_at.eq(db_time(now)),
+                ))
+                .execute(conn)?;
+            Ok(Outcome::Retrying)
+        }
+        Err(Failure::Retry(message)) | Err(Failure::Refused(message)) => {
+            tracing::error!(
+                job = %job.id,
+                invoice = %job.invoice_id,
+                error = %message,
+                "payment job failed"
+            );
+            finish(conn, clock, job, "failed", Some(message.clone()), None)?;
+            let why = format!("automatic collection failed: {message}");
+            note_failure(conn, clock, &job.invoice_id, &why)?;
+            Ok(Outcome::Failed)
+        }
+    }
 }
 
 /// 30 s × 2^(tries − 1), at most 6 hours.
@@ -588,22 +602,41 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
         if already == 0 {
             // Money arrived that does not settle the invoice: finance must look (a payment
             // on a paid or void invoice is owed back to the customer).
-            tracing::warn!(invoice = %invoice.id, payment_intent = %pi.id, reason = %why, "Stripe payment not applied");
-            audit::record(
-                conn,
-                clock,
-                Entry::new(&invoice.organization_id, ACTOR, "invoice.payment_unapplied", &invoice.id)
-                    .detail(json!({"payment_intent": pi.id, "amount": received, "currency": pi.currency, "reason": why})),
-            )?;
+            tracing::warn!(
+                invoice = %invoice.id,
+                payment_intent = %pi.id,
+                reason = %why,
+                "Stripe payment not applied"
+            );
+            let entry = Entry::new(
+                &invoice.organization_id,
+                ACTOR,
+                "invoice.payment_unapplied",
+                &invoice.id,
+            )
+            .detail(json!({
+                "payment_intent": pi.id,
+                "amount": received,
+                "currency": pi.currency,
+                "reason": why,
+            }));
+            audit::record(conn, clock, entry)?;
         }
         return Ok(false);
     }
     record_payment(conn, clock, &invoice, METHOD, &pi.id)?;
+    // More than is due (a credit note issued after the PaymentIntent was made) is owed back
+    // to the customer, like a credit on a paid invoice: the audit entry keeps the excess.
     audit::record(
         conn,
         clock,
-        Entry::new(&invoice.organization_id, ACTOR, "invoice.paid", &invoice.id)
-            .detail(json!({"method": METHOD, "payment_intent": pi.id, "amount": due})),
+        Entry::new(&invoice.organization_id, ACTOR, "invoice.paid", &invoice.id).detail(json!({
+            "method": METHOD,
+            "payment_intent": pi.id,
+            "amount": due,
+            "received": received,
+            "excess": received - due,
+        })),
     )?;
     Ok(true)
 }
@@ -694,7 +727,8 @@ fn tell_payment_failed(
         .unwrap_or_else(|_| amount_due(invoice).to_string());
     let subject = format!("Payment of invoice {number} failed");
     let text = format!(
-        "We could not collect the payment of invoice {number} ({due} {currency} due, period {period}).\n\n\
+        "We could not collect the payment of invoice {number} ({due} {currency} due, period \
+         {period}).\n\n\
          Reason given by the payment provider: {reason}\n\n\
          The invoice stays open. Please update your organization's payment method or pay the \
          invoice another way; if it stays unpaid past the grace period, your organization's \
