@@ -148,19 +148,14 @@ pub async fn idempotency(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
+    // Bad credentials count as no credentials here: a route that needs them answers 401
+    // anyway, and a public one (sign-in) still gets its key honoured.
     let caller = match authenticate(req.request()).await {
         Ok(Some(caller)) => caller.principal(),
-        Ok(None) => match client_address(req.request(), &state.settings.trusted_proxies) {
+        Ok(None) | Err(_) => match client_address(req.request(), &state.settings.trusted_proxies) {
             Some(ip) => format!("anonymous:{ip}"),
             None => "anonymous".into(),
         },
-        // Bad credentials: let the handler answer 401 as it would without the key.
-        Err(_) => {
-            return next
-                .call(req)
-                .await
-                .map(ServiceResponse::map_into_boxed_body)
-        }
     };
     let fail = |req: ServiceRequest, e: Error| Ok(req.into_response(e.error_response()));
     let key = match raw_key

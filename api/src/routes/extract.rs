@@ -177,9 +177,11 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
     let credential = value
         .to_str()
         .ok()
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t)
         })
         .map(str::trim)
         .filter(|v| !v.is_empty())

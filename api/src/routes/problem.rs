@@ -114,6 +114,11 @@ impl ResponseError for Error {
             problem.errors = errors.clone();
         }
         let mut response = problem.response();
+        if let Error::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Error::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()
