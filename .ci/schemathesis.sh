@@ -83,6 +83,8 @@ server_env=(
     MARKETPLACE_ACCESS_TOKEN_TTL=7200
     MARKETPLACE_LOG_FORMAT=text
     RUST_LOG="${RUST_LOG:-warn}"
+    # The hooks sign Stripe webhook bodies with this secret, as Stripe would.
+    MARKETPLACE_STRIPE_WEBHOOK_SECRETS=whsec_schemathesis
 )
 if [[ -n "${MARKETPLACE_DATABASE_URL:-}" ]]; then
     server_env+=(MARKETPLACE_DATABASE_URL="$MARKETPLACE_DATABASE_URL")
@@ -250,6 +252,7 @@ USAGE_METRIC = os.environ["FUZZ_USAGE_METRIC"]
 OPEN_REVISION = os.environ["FUZZ_OPEN_REVISION"]
 ASSET = os.environ["FUZZ_ASSET"]
 SESSION_PATHS = {"/v1/auth/signup", "/v1/auth/token", "/v1/auth/refresh"}
+STRIPE_SECRET = b"whsec_schemathesis"
 NEW_USER_PATHS = {"/v1/auth/signup", "/v1/organization/members"}
 
 _suffixes = itertools.count()
@@ -408,9 +411,45 @@ def _fix_idempotency_key(case):
         _first_use[(case.path, headers[name])] = request
 
 
+def _fix_webhook_url(case):
+    """Webhook endpoints must point at public addresses; a generated URL may name this
+    machine (the server refuses it, rightly). Keep its path, move it to a public host."""
+    body = _body(case)
+    if case.path == "/v1/webhook-endpoints" and body and isinstance(body.get("url"), str):
+        path = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*", "", body["url"])
+        body["url"] = "https://hooks.example.com" + (path if path.startswith("/") else "/" + path)
+
+
+def _sign_stripe_webhook(case, kwargs):
+    """Sign the exact body sent, as Stripe does: HMAC-SHA256 over "<t>.<body>"."""
+    if case.path != "/v1/webhooks/stripe":
+        return
+    import hashlib
+    import hmac
+    import time
+
+    # Send the body as these exact bytes (a body in kwargs replaces the generated one).
+    body = kwargs.get("data")
+    if body is None:
+        if not isinstance(case.body, (dict, list, str, int, float, bool)):
+            return
+        body = json.dumps(case.body).encode()
+        kwargs["data"] = body
+    if isinstance(body, str):
+        body = body.encode()
+    if not isinstance(body, bytes):
+        return
+    t = str(int(time.time()))
+    signature = hmac.new(STRIPE_SECRET, t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    headers = kwargs.setdefault("headers", {})
+    headers["Stripe-Signature"] = f"t={t},v1={signature}"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if _positive(case):
+        _fix_webhook_url(case)
+        _sign_stripe_webhook(case, kwargs)
         _fix_integers(case)
         _fix_query(case)
         _fix_refresh_token(case)

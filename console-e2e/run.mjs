@@ -433,6 +433,8 @@ async function main() {
     await clickAndWait(page, nav(page, "Reports"));
     const text = await page.locator("main").innerText();
     expect(text.includes("Usage of your listings per month") && text.includes("Revenue per month"), "no usage or revenue section");
+    // The subscriber's download was metered: it shows in the provider's usage chart and table.
+    expect(text.includes("bytes_downloaded") && (await page.locator("svg[role=img]").count()) >= 2, "the download's usage is not charted");
     expect(text.includes("39.00 USD"), "the provider's revenue (49.00 less the 10.00 credit) is missing");
     await axe(page, "reports (provider)");
     await shot(page, "reports-provider");

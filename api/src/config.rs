@@ -124,7 +124,7 @@ pub struct ServeSettings {
     /// SMTP server for e-mails: `smtp://[user:pass@]host[:port]` (no TLS, for local relays),
     /// `smtp://…?tls=required` (STARTTLS) or `smtps://…`. Unset: e-mails are written as
     /// `.eml` files under `<data dir>/mail`.
-    #[arg(long, env = "MARKETPLACE_SMTP_URL")]
+    #[arg(long, env = "MARKETPLACE_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
     /// Sender of the e-mails, `Name <address>` or an address.

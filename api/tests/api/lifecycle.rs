@@ -177,3 +177,20 @@ fn two_workers_at_once_renew_each_subscription_exactly_once() {
         assert_eq!(renewals, 1, "{id}");
     }
 }
+
+#[test]
+fn subscribers_hear_a_week_before_the_term_ends_once() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    subscription(&app, &p, &b, json!({}));
+    app.clock.advance(Duration::days(20));
+    assert_eq!(run(&app).reminders, 0, "not yet");
+    app.clock.advance(Duration::days(5));
+    assert_eq!(run(&app).reminders, 1);
+    assert_eq!(run(&app).reminders, 0, "once per term");
+    app.deliver_outbox();
+    let mail: Vec<_> = std::fs::read_dir(app.data_dir().join("mail"))
+        .unwrap()
+        .collect();
+    assert!(!mail.is_empty(), "the reminder went out as an e-mail");
+}

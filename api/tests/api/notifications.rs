@@ -968,3 +968,21 @@ fn the_term_ending_reminder_is_sent_once_per_term() {
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0].json()["type"], "subscription.term_ending");
 }
+
+#[test]
+fn sent_messages_are_purged_after_30_days_and_pending_ones_kept() {
+    let app = TestApp::spawn();
+    let (p, b, b2) = (app.signup(), app.signup(), app.signup());
+    let m = market(&app, &p);
+    subscribe(&app, &b, &m.approval);
+    app.deliver_outbox();
+    subscribe(&app, &b2, &m.approval);
+    let mut conn = app.db.connect();
+    let clock = app.clock.clone();
+    assert_eq!(api::domain::outbox::purge(&mut conn, &clock).unwrap(), 0);
+    app.clock.advance(chrono::Duration::days(31));
+    assert_eq!(api::domain::outbox::purge(&mut conn, &clock).unwrap(), 1);
+    let left = outbox_rows(&app, "email");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, "pending");
+}

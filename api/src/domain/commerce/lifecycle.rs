@@ -25,6 +25,7 @@ pub struct Report {
     pub expired: usize,
     pub requests_expired: usize,
     pub periods_advanced: usize,
+    pub reminders: usize,
 }
 
 /// What happens to an active subscription at `now`, decided from its dates alone.
@@ -105,9 +106,43 @@ pub fn run_once(conn: &mut DbConnection, clock: &dyn Clock) -> Result<Report> {
         report.requests_expired += pass.requests_expired;
         report.periods_advanced += pass.periods_advanced;
         if claimed < CLAIM as usize {
+            report.reminders = transaction(conn, |conn| remind_term_ending(conn, clock))?;
             return Ok(report);
         }
     }
+}
+
+/// Days before a term ends that subscribers hear about it.
+const REMINDER_DAYS: i64 = 7;
+
+/// Tells subscribers whose term ends within 7 days, once per term (the outbox dedupes too,
+/// by an event id made of the subscription and its term end).
+fn remind_term_ending(conn: &mut DbConnection, clock: &dyn Clock) -> Result<usize> {
+    let now = db_time(clock.now());
+    let due: Vec<Subscription> = subscriptions::table
+        .filter(subscriptions::status.eq("active"))
+        .filter(subscriptions::term_end.gt(now))
+        .filter(subscriptions::term_end.le(now + chrono::Duration::days(REMINDER_DAYS)))
+        .filter(
+            subscriptions::term_end_reminded_at
+                .is_null()
+                .or(subscriptions::term_end_reminded_at
+                    .nullable()
+                    .lt(subscriptions::term_start)),
+        )
+        .select(Subscription::as_select())
+        .limit(CLAIM)
+        .load(conn)?;
+    let mut sent = 0;
+    for s in &due {
+        if crate::domain::outbox::notify_term_ending(conn, clock, s)? {
+            sent += 1;
+        }
+        diesel::update(subscriptions::table.find(&s.id))
+            .set(subscriptions::term_end_reminded_at.eq(now))
+            .execute(conn)?;
+    }
+    Ok(sent)
 }
 
 fn process_batch(conn: &mut DbConnection, clock: &dyn Clock) -> Result<(Report, usize)> {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use futures_util::StreamExt;
@@ -36,6 +36,7 @@ const MAX_BACKOFF_SECS: i64 = 6 * 3600;
 /// Batches one call of [`Courier::deliver_due`] works through at most.
 const MAX_BATCHES: usize = 16;
 const ERROR_MAX: usize = 1000;
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The wait before the next try, after `attempts` tries failed.
 pub fn backoff(attempts: i32) -> chrono::Duration {
@@ -148,12 +149,26 @@ impl Courier {
         Ok(report)
     }
 
-    /// Calls [`Courier::deliver_due`] every `every`, for as long as the task lives.
+    /// Calls [`Courier::deliver_due`] every `every`, for as long as the task lives, and
+    /// purges old messages once an hour.
     pub async fn run(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purged_at: Option<Instant> = None;
         loop {
             tick.tick().await;
+            if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                purged_at = Some(Instant::now());
+                let clock = self.clock.clone();
+                match self
+                    .db(move |conn| super::purge(conn, clock.as_ref()))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "old outbox messages removed"),
+                    Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
+                }
+            }
             match self.deliver_due().await {
                 Ok(report) if report != Report::default() => {
                     tracing::info!(

@@ -112,6 +112,21 @@ pub fn enqueue(conn: &mut DbConnection, clock: &dyn Clock, message: Message) -> 
     Ok(())
 }
 
+/// Sent and failed messages are kept this long (to answer "was I told?", and for the
+/// reminders' once-per-term rule), then deleted.
+pub const RETENTION_DAYS: i64 = 30;
+
+/// Deletes sent and failed messages older than [`RETENTION_DAYS`]; returns how many.
+pub fn purge(conn: &mut DbConnection, clock: &dyn Clock) -> Result<usize> {
+    let before = db_time(clock.now() - chrono::Duration::days(RETENTION_DAYS));
+    Ok(diesel::delete(
+        outbox::table
+            .filter(outbox::status.eq_any(["sent", "failed"]))
+            .filter(outbox::created_at.lt(before)),
+    )
+    .execute(conn)?)
+}
+
 /// Tells an organization of an event: the e-mail to each admin and member, the event to each
 /// endpoint that asked for its type.
 fn notify(
