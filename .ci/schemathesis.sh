@@ -441,8 +441,10 @@ def _sign_stripe_webhook(case, kwargs):
         return
     t = str(int(time.time()))
     signature = hmac.new(STRIPE_SECRET, t.encode() + b"." + body, hashlib.sha256).hexdigest()
-    headers = kwargs.setdefault("headers", {})
-    headers["Stripe-Signature"] = f"t={t},v1={signature}"
+    # On the case, not in kwargs: the transport passes its own `headers` keyword.
+    if case.headers is None:
+        case.headers = {}
+    case.headers["Stripe-Signature"] = f"t={t},v1={signature}"
 
 
 @schemathesis.hook
