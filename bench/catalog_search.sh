@@ -25,9 +25,15 @@
 #   mixed, signed in   the mixed paths with a user's access token (the visibility rule for a
 #             signed-in reader adds the listings shared with its organization)
 #
+# Each variant runs on a freshly started server, so slow requests a variant leaves behind do
+# not weigh on the next; requests unanswered after BENCH_TIMEOUT count as timeouts. Before the
+# variants, one request at a time for words of five frequencies (relevance), at most
+# BENCH_SINGLE_MAX seconds each.
+#
 # Knobs: BENCH_LISTINGS (100000), BENCH_DURATION (15s), BENCH_WARMUP (3s), BENCH_CONNECTIONS
-# (32), BENCH_THREADS (2), BENCH_VARIANTS (all), and those of bench/lib.sh. A benchmark, not
-# a test: exits 0 whatever the numbers. wrk shares the machine's cores with the server.
+# (32), BENCH_THREADS (2), BENCH_VARIANTS (all), BENCH_TIMEOUT (10s), BENCH_SINGLE_MAX (60),
+# and those of bench/lib.sh. A benchmark, not a test: exits 0 whatever the numbers. wrk
+# shares the machine's cores with the server.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -121,7 +121,8 @@ http {
 }
 EOF
 nginx -c "$NGX/nginx.conf" -p "$NGX" &
-EXTRA_PIDS+=("$!")
+NGINX_PID=$!
+EXTRA_PIDS+=("$NGINX_PID")
 NGINX_URL="http://127.0.0.1:$NGX_PORT/data.bin"
 
 LOAD_START="$(loadavg)"
@@ -135,7 +136,7 @@ for round in $(seq "$ROUNDS"); do
     object="$(find "$DATA_DIR/objects" -type f -name "$ASSET")"
     [[ -n "$object" ]] || die "cannot find the stored object of $ASSET"
     ln -f "$object" "$NGX/root/data.bin"
-    [[ "$round" == 1 ]] && wait_http "$NGINX_URL" "${EXTRA_PIDS[-1]}" "$NGX/error.log"
+    [[ "$round" == 1 ]] && wait_http "$NGINX_URL" "$NGINX_PID" "$NGX/error.log"
     [[ "$round" == "$ROUNDS" ]] && profile_start download
     mk="$(download "$BASE/v1/assets/$ASSET/content" -H "Authorization: Bearer $TOKEN")"
     [[ "$round" == "$ROUNDS" ]] && profile_stop

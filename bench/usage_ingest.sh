@@ -23,14 +23,14 @@
 # settings (WAL, synchronous = NORMAL, a busy timeout); every batch is committed (durable)
 # before the next, as the API acknowledges a batch only once it is.
 #
-# Knobs: BENCH_BATCHES (per client, 60), BENCH_CLIENTS (8), BENCH_SUBSCRIBERS (16),
+# Knobs: BENCH_BATCHES (per client, 125: 1,000,000 events), BENCH_CLIENTS (8), BENCH_SUBSCRIBERS (16),
 # BENCH_BACKENDS ("sqlite postgres"), BENCH_PROFILE=1 (record `perf` of the server during
 # the HTTP run into the work directory; use with BENCH_KEEP=1), and those of bench/lib.sh.
 # A benchmark, not a test: exits 0 whatever the numbers.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BATCHES="${BENCH_BATCHES:-60}"
+BATCHES="${BENCH_BATCHES:-125}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 SUBSCRIBERS="${BENCH_SUBSCRIBERS:-16}"
 BACKENDS="${BENCH_BACKENDS:-sqlite postgres}"
