@@ -15,10 +15,15 @@ pub fn render(markdown: &str) -> String {
     });
     let mut out = String::new();
     html::push_html(&mut out, parser);
-    ammonia::Builder::default()
-        .link_rel(Some("noopener noreferrer nofollow"))
-        .clean(&out)
-        .to_string()
+    // Built once: constructing the sanitizer allocates its tag and attribute tables, and a
+    // catalog page renders up to 200 descriptions.
+    static SANITIZER: std::sync::LazyLock<ammonia::Builder<'static>> =
+        std::sync::LazyLock::new(|| {
+            let mut builder = ammonia::Builder::default();
+            builder.link_rel(Some("noopener noreferrer nofollow"));
+            builder
+        });
+    SANITIZER.clean(&out).to_string()
 }
 
 #[cfg(test)]

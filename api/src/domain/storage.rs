@@ -255,7 +255,10 @@ impl Upload {
                     self.tasks.spawn(upload.put_part(payload));
                 }
                 self.wait_for_parts(0).await?;
-                let mut upload = self.multipart.take().expect("multipart upload present");
+                let mut upload = self
+                    .multipart
+                    .take()
+                    .ok_or_else(|| Error::internal("multipart upload missing"))?;
                 if let Err(e) = upload.complete().await {
                     self.multipart = Some(upload);
                     return Err(storage_error(e));
@@ -282,7 +285,10 @@ impl Upload {
         self.wait_for_parts(MAX_PARTS_IN_FLIGHT - 1).await?;
         let part: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
         self.pending_len = 0;
-        let upload = self.multipart.as_mut().expect("multipart upload present");
+        let upload = self
+            .multipart
+            .as_mut()
+            .ok_or_else(|| Error::internal("multipart upload missing"))?;
         self.tasks.spawn(upload.put_part(part));
         Ok(())
     }

@@ -303,7 +303,6 @@ const STATUSES: [&str; 4] = ["draft", "open", "paid", "void"];
 
 /// The invoices the caller may read, filtered; customers see only their own.
 pub fn matching(
-    conn: &mut DbConnection,
     caller: &Caller,
     f: &InvoiceFilters,
 ) -> Result<invoices::BoxedQuery<'static, schema::search::Backend>> {
@@ -334,7 +333,6 @@ pub fn matching(
             .select(invoice_lines::invoice_id);
         q = q.filter(invoices::id.eq_any(with_provider));
     }
-    let _ = conn;
     Ok(q)
 }
 
@@ -344,7 +342,7 @@ pub fn list(
     f: &InvoiceFilters,
     page: &PageRequest,
 ) -> Result<Page<InvoiceSummary>> {
-    let q = matching(conn, caller, f)?;
+    let q = matching(caller, f)?;
     let rows: Vec<Invoice> = after_cursor!(q, page, invoices::created_at, invoices::id)
         .select(Invoice::as_select())
         .load(conn)?;
@@ -733,7 +731,7 @@ pub fn totals(
     caller: &Caller,
     f: &InvoiceFilters,
 ) -> Result<Vec<CurrencyTotals>> {
-    let rows: Vec<Invoice> = matching(conn, caller, f)?
+    let rows: Vec<Invoice> = matching(caller, f)?
         .select(Invoice::as_select())
         .load(conn)?;
     let mut sums: std::collections::BTreeMap<String, [i64; 5]> = Default::default();

@@ -143,7 +143,7 @@ pub fn export_csv(
     caller: &Caller,
     filters: &InvoiceFilters,
 ) -> Result<String> {
-    let rows: Vec<Invoice> = matching(conn, caller, filters)?
+    let rows: Vec<Invoice> = matching(caller, filters)?
         .order((
             invoices::period.asc(),
             invoices::created_at.asc(),
