@@ -112,3 +112,46 @@ mod tests {
         assert!(text("toolong", 3).is_err());
     }
 }
+
+/// Rewrites JSON numbers written with a zero fraction (`5.0`, `1e3`) as integers, the way
+/// JSON Schema counts them, so an integer field accepts them. Only magnitudes below 2^53
+/// are rewritten: those a decimal text always converts to exactly; larger ones stay as they
+/// are and are refused by the integer field. Returns whether anything changed.
+pub fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < EXACT => {
+                *value = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| integral_numbers(v) | changed),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |changed, v| integral_numbers(v) | changed),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod integral_number_tests {
+    use super::integral_numbers;
+    use serde_json::json;
+
+    #[test]
+    fn zero_fractions_become_integers_and_others_stay() {
+        let mut v = json!({"a": 0.0, "b": [2.0, 1.5], "c": {"d": 1e3}, "e": 9.007199254740992e15});
+        assert!(integral_numbers(&mut v));
+        assert_eq!(v["a"], json!(0));
+        assert_eq!(v["b"], json!([2, 1.5]));
+        assert_eq!(v["c"]["d"], json!(1000));
+        assert!(v["e"].is_f64(), "2^53 is not rewritten: {}", v["e"]);
+        let mut plain = json!({"a": 1, "b": "2.0"});
+        assert!(!integral_numbers(&mut plain));
+    }
+}

@@ -17,6 +17,7 @@ use crate::domain::auth::Caller;
 use crate::domain::pagination::PageRequest;
 use crate::domain::secrets;
 use crate::domain::tokens::{API_KEY_PREFIX, JWT_PURPOSE};
+use crate::domain::validate::integral_numbers;
 use crate::domain::{Error, FieldError};
 use crate::state::State;
 
@@ -111,6 +112,16 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
+                    // `5.0` is an integer to JSON Schema; retry (only then) with such
+                    // numbers rewritten, so the fast path stays one pass over the bytes.
+                    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
+                        if integral_numbers(&mut value) {
+                            return serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+                                let path = e.path().to_string();
+                                Error::Validation(vec![field_error(&path, &e.into_inner())])
+                            });
+                        }
+                    }
                     Err(Error::Validation(vec![field_error(&path, &inner)]))
                 }
                 _ => Err(Error::MalformedBody(inner.to_string())),

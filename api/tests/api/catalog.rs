@@ -226,12 +226,16 @@ fn offer_rules_are_checked_and_the_field_named() {
             {"up_to": 1000, "unit_amount_decimal": "0.5", "flat_amount": 100}, {"up_to": null, "unit_amount_decimal": "0.25"}]}
     ]);
     good["free_metrics"] = json!(["bytes_downloaded"]);
+    // Integers written with a zero fraction are integers (as JSON Schema counts them).
+    good["recurring_amount"] = json!(10000.0);
+    good["term_months"] = json!(1.2e1);
     let r = app.post(&format!("/v1/listings/{id}/offers"), Some(&p.token), good);
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(
         r.json["recurring_amount"],
         json!({"amount": 10000, "currency": "JPY"})
     );
+    assert_eq!(r.json["term_months"], 12);
     assert_eq!(r.json["usage_prices"][0]["unit_amount_decimal"], "0.05");
     assert_eq!(
         r.json["usage_prices"][1]["tiers"][0],

@@ -24,6 +24,7 @@ use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
 use crate::domain::outbox::{self, Email, Message};
+use crate::domain::validate::integral_numbers;
 use ::stripe::{PaymentIntent, PaymentIntentStatus};
 
 /// Who the audit trail names for what Stripe did.
@@ -513,15 +514,19 @@ pub struct Receipt {
 pub fn apply_event(conn: &mut DbConnection, clock: &dyn Clock, body: &[u8]) -> Result<Receipt> {
     let event: EventEnvelope = serde_json::from_slice(body)
         .map_err(|e| Error::MalformedBody(format!("not a Stripe event: {e}")))?;
-    if event.id.is_empty() || event.id.len() > 255 {
+    if event.id.is_empty() || event.id.chars().count() > 255 {
         return Err(Error::validation("id", "must be a Stripe event id"));
     }
     let intent = match event.event_type.as_str() {
-        "payment_intent.succeeded" | "payment_intent.payment_failed" => Some(
-            serde_json::from_value::<PaymentIntentObject>(event.data.object.clone()).map_err(
-                |e| Error::validation("data.object", format!("not a PaymentIntent: {e}")),
-            )?,
-        ),
+        "payment_intent.succeeded" | "payment_intent.payment_failed" => {
+            let mut object = event.data.object.clone();
+            integral_numbers(&mut object);
+            Some(
+                serde_json::from_value::<PaymentIntentObject>(object).map_err(|e| {
+                    Error::validation("data.object", format!("not a PaymentIntent: {e}"))
+                })?,
+            )
+        }
         _ => None,
     };
     let outcome = transaction(conn, |conn| {
