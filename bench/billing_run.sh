@@ -173,7 +173,7 @@ load_half() { # backend half(0|1)
         customers_sql "$b" $((h * HALF_CUSTOMERS)) "$HALF_CUSTOMERS"
         echo "DROP INDEX usage_events_subscription;"
         events_sql "$b" $((h * HALF_EVENTS)) "$HALF_EVENTS" $((h * HALF_SUBS)) "$HALF_SUBS"
-        echo "CREATE INDEX usage_events_subscription ON usage_events (subscription_id, metric, day);"
+        echo "CREATE INDEX usage_events_subscription ON usage_events (subscription_id, metric, day, occurred_at, quantity);"
         echo "COMMIT;"
         echo "$post"
     } >"$WORK/load-$b-$h.sql"
@@ -187,7 +187,8 @@ WHERE occurred_at >= '2026-10-01 00:00:00' AND occurred_at < '2026-11-01 00:00:0
 GROUP BY subscription_id, metric"
 RUN_SQL="SELECT usage_events.subscription_id, usage_events.metric, SUM(usage_events.quantity)
 FROM usage_events INNER JOIN subscriptions ON subscriptions.id = usage_events.subscription_id
-WHERE usage_events.occurred_at >= '2026-10-01 00:00:00' AND usage_events.occurred_at < '2026-11-01 00:00:00'
+WHERE usage_events.day >= '2026-10-01' AND usage_events.day < '2026-11-01'
+AND usage_events.occurred_at >= '2026-10-01 00:00:00' AND usage_events.occurred_at < '2026-11-01 00:00:00'
 AND usage_events.occurred_at >= subscriptions.billing_anchor
 GROUP BY usage_events.subscription_id, usage_events.metric"
 

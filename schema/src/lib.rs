@@ -334,6 +334,29 @@ pub mod usage {
     }
 }
 
+/// Multi-row inserts, sent through the connection's own backend (diesel's
+/// `MultiConnection` has no batch insert).
+pub mod batch {
+    use diesel::prelude::*;
+
+    use crate::models::InvoiceLine;
+    use crate::schema::invoice_lines;
+    use crate::DbConnection;
+
+    /// 16 columns a row: 500 rows stay below both databases' bind-parameter limits.
+    pub fn invoice_lines(conn: &mut DbConnection, rows: &[InvoiceLine]) -> QueryResult<usize> {
+        let mut inserted = 0;
+        for chunk in rows.chunks(500) {
+            let insert = diesel::insert_into(invoice_lines::table).values(chunk);
+            inserted += match conn {
+                DbConnection::Postgresql(c) => insert.execute(c)?,
+                DbConnection::Sqlite(c) => insert.execute(c)?,
+            };
+        }
+        Ok(inserted)
+    }
+}
+
 /// Claiming work so several instances never process the same row: PostgreSQL locks the
 /// claimed rows and skips rows another worker holds (`FOR UPDATE SKIP LOCKED`); SQLite has
 /// one writer at a time, so its claim is the transaction itself.
@@ -376,6 +399,22 @@ pub mod claim {
 
 /// Row locks for the few writes that must queue behind each other on PostgreSQL (SQLite
 /// writers queue anyway).
+/// Lets the current transaction's commit return before its WAL record reaches the disk
+/// (PostgreSQL `synchronous_commit = off`; SQLite in WAL mode with `synchronous = NORMAL`
+/// already commits without a sync). For work that a later ordinary commit on the same server
+/// makes durable with it: that commit flushes the WAL up to itself, so nothing acknowledged
+/// after it can be lost.
+pub fn defer_commit_flush(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    match conn {
+        DbConnection::Postgresql(c) => {
+            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
+            Ok(())
+        }
+        DbConnection::Sqlite(_) => Ok(()),
+    }
+}
+
 pub mod locks {
     use diesel::prelude::*;
 

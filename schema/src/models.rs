@@ -345,7 +345,7 @@ pub struct Invoice {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = invoice_lines)]
+#[diesel(table_name = invoice_lines, treat_none_as_default_value = false)]
 pub struct InvoiceLine {
     pub id: String,
     pub invoice_id: String,

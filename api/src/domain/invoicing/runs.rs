@@ -2,6 +2,7 @@
 //! Finalized invoices are never touched; what belongs to a finalized period lands on the
 //! customer's next draft as a late charge. Safe to run twice, or from two instances at once.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 
 use billing::charges::{self, Charge, Month, Terms};
@@ -109,22 +110,26 @@ pub fn bill_period(
             .or_default()
             .push(s);
     }
-    let usage = usage_totals(conn, month)?;
-    let offer_names = offer_names(conn)?;
+    let inputs = RunInputs {
+        month,
+        usage: usage_totals(conn, month, None)?,
+        offer_names: offer_names(conn)?,
+        invoices: live_invoices(conn, month)?,
+        rates: organization_rates(conn)?,
+    };
     let (mut tally, mut failures) = (Tally::default(), Vec::new());
     let total = by_customer.len();
     for (done, (customer, subs)) in by_customer.iter().enumerate() {
+        // The first attempt trusts what the run read at its start; a retry (another run or
+        // a finalization got there first) reads the customer's invoices afresh.
+        let attempts = Cell::new(0u32);
         let built = transaction(conn, |conn| {
-            build_customer(
-                conn,
-                clock,
-                defaults,
-                customer,
-                subs,
-                month,
-                &usage,
-                &offer_names,
-            )
+            let fresh = attempts.replace(attempts.get() + 1) > 0;
+            // Drafts are derived data: the run's own record, committed normally at the end,
+            // flushes them to disk with it; a crash before that loses only drafts that the
+            // next run rebuilds.
+            schema::defer_commit_flush(conn)?;
+            build_customer(conn, clock, defaults, customer, subs, &inputs, fresh)
         });
         match built {
             Ok(t) => {
@@ -185,10 +190,19 @@ pub fn list_runs(
 }
 
 /// Usage per (subscription, metric) in the month, counting only events from each
-/// subscription's billing anchor on (usage during a trial is free). One aggregate query.
-fn usage_totals(conn: &mut DbConnection, month: Month) -> Result<HashMap<(String, String), i64>> {
-    let rows: Vec<(String, String, i64)> = usage_events::table
+/// subscription's billing anchor on (usage during a trial is free): of every subscription,
+/// or of `only` those. One aggregate query, answered from the usage index alone.
+fn usage_totals(
+    conn: &mut DbConnection,
+    month: Month,
+    only: Option<&[&str]>,
+) -> Result<HashMap<(String, String), i64>> {
+    let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
+    let mut q = usage_events::table
         .inner_join(subscriptions::table)
+        // `day` bounds the index range; `occurred_at` is the exact rule.
+        .filter(usage_events::day.ge(day(month.start())))
+        .filter(usage_events::day.lt(day(month.end())))
         .filter(usage_events::occurred_at.ge(month.start()))
         .filter(usage_events::occurred_at.lt(month.end()))
         .filter(
@@ -202,7 +216,11 @@ fn usage_totals(conn: &mut DbConnection, month: Month) -> Result<HashMap<(String
             usage_events::metric,
             sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
         ))
-        .load(conn)?;
+        .into_boxed();
+    if let Some(ids) = only {
+        q = q.filter(usage_events::subscription_id.eq_any(ids.to_vec()));
+    }
+    let rows: Vec<(String, String, i64)> = q.load(conn)?;
     Ok(rows.into_iter().map(|(s, m, q)| ((s, m), q)).collect())
 }
 
@@ -211,6 +229,90 @@ fn offer_names(conn: &mut DbConnection) -> Result<HashMap<String, String>> {
         .select((offers::id, offers::name))
         .load::<(String, String)>(conn)?
         .into_iter()
+        .collect())
+}
+
+/// What a run reads once, before it bills its customers one by one.
+struct RunInputs {
+    month: Month,
+    /// Usage per (subscription, metric) in the month.
+    usage: HashMap<(String, String), i64>,
+    offer_names: HashMap<String, String>,
+    /// Live invoices of the month and of the look-back months, by (customer, period,
+    /// currency), as they were when the run started.
+    invoices: HashMap<(String, String, String), Invoice>,
+    /// Each organization's own tax rate and marketplace fee, where set.
+    rates: HashMap<String, (Option<i32>, Option<i32>)>,
+}
+
+impl RunInputs {
+    /// The customer's live invoice for a period and currency: from the run's start, or
+    /// (`fresh`) from the database now.
+    fn invoice(
+        &self,
+        conn: &mut DbConnection,
+        fresh: bool,
+        customer: &str,
+        period: Month,
+        currency: &str,
+    ) -> Result<Option<Invoice>> {
+        if fresh {
+            return live_invoice(conn, customer, &period.to_string(), currency);
+        }
+        Ok(self
+            .invoices
+            .get(&(
+                customer.to_string(),
+                period.to_string(),
+                currency.to_string(),
+            ))
+            .cloned())
+    }
+}
+
+/// The live invoices of `month` and the months a run looks back to, in one query.
+fn live_invoices(
+    conn: &mut DbConnection,
+    month: Month,
+) -> Result<HashMap<(String, String, String), Invoice>> {
+    let mut periods = vec![month.to_string()];
+    let mut earlier = month;
+    for _ in 0..LATE_LOOKBACK_MONTHS {
+        earlier = earlier.previous();
+        periods.push(earlier.to_string());
+    }
+    let rows: Vec<Invoice> = invoices::table
+        .filter(invoices::period.eq_any(&periods))
+        .filter(invoices::status.ne("void"))
+        .select(Invoice::as_select())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|i| {
+            (
+                (
+                    i.organization_id.clone(),
+                    i.period.clone(),
+                    i.currency.clone(),
+                ),
+                i,
+            )
+        })
+        .collect())
+}
+
+fn organization_rates(
+    conn: &mut DbConnection,
+) -> Result<HashMap<String, (Option<i32>, Option<i32>)>> {
+    Ok(organizations::table
+        .select((
+            organizations::id,
+            organizations::tax_rate_bps,
+            organizations::fee_bps,
+        ))
+        .load::<(String, Option<i32>, Option<i32>)>(conn)?
+        .into_iter()
+        .map(|(id, tax, fee)| (id, (tax, fee)))
         .collect())
 }
 
@@ -272,21 +374,20 @@ fn charges_for(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build_customer(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     defaults: BillingDefaults,
     customer: &str,
     subs: &[Subscription],
-    month: Month,
-    usage: &HashMap<(String, String), i64>,
-    offer_names: &HashMap<String, String>,
+    inputs: &RunInputs,
+    fresh: bool,
 ) -> Result<Tally> {
     let now = db_time(clock.now());
+    let month = inputs.month;
     let billables: Vec<Billable<'_>> = subs
         .iter()
-        .filter_map(|s| billable(s, offer_names))
+        .filter_map(|s| billable(s, &inputs.offer_names))
         .collect();
     let mut by_currency: BTreeMap<String, Vec<&Billable<'_>>> = BTreeMap::new();
     for b in &billables {
@@ -295,46 +396,42 @@ fn build_customer(
             .or_default()
             .push(b);
     }
-    let tax_rate_bps = organizations::table
-        .find(customer)
-        .select(organizations::tax_rate_bps)
-        .first::<Option<i32>>(conn)?
+    let tax_rate_bps = inputs
+        .rates
+        .get(customer)
+        .and_then(|(tax, _)| *tax)
         .unwrap_or(defaults.tax_rate_bps);
     let mut tally = Tally::default();
     for (currency, group) in by_currency {
-        let existing = live_invoice(conn, customer, &month.to_string(), &currency)?;
+        let existing = inputs.invoice(conn, fresh, customer, month, &currency)?;
         if existing.as_ref().is_some_and(|i| i.status != "draft") {
             continue; // final: this period's charges go on a later draft, as late charges
         }
         let mut lines: Vec<(String, Charge)> = Vec::new();
         for b in &group {
-            for c in charges_for(b, month, usage)? {
+            for c in charges_for(b, month, &inputs.usage)? {
                 lines.push((b.sub.id.clone(), c));
             }
         }
         lines.extend(late_charges(
             conn,
+            inputs,
+            fresh,
             customer,
             &currency,
-            month,
             &group,
-            offer_names,
             existing.as_ref(),
         )?);
+        let draft = Draft {
+            customer,
+            month,
+            currency: &currency,
+            tax_rate_bps,
+            now,
+        };
         tally_merge(
             &mut tally,
-            write_draft(
-                conn,
-                defaults,
-                customer,
-                month,
-                &currency,
-                tax_rate_bps,
-                existing,
-                lines,
-                subs,
-                now,
-            )?,
+            write_draft(conn, defaults, inputs, &draft, existing, lines, subs)?,
         );
     }
     Ok(tally)
@@ -367,24 +464,25 @@ pub fn live_invoice(
 /// the difference to what was billed for it (on any live invoice but this draft).
 fn late_charges(
     conn: &mut DbConnection,
+    inputs: &RunInputs,
+    fresh: bool,
     customer: &str,
     currency: &str,
-    month: Month,
     group: &[&Billable<'_>],
-    _offer_names: &HashMap<String, String>,
     draft: Option<&Invoice>,
 ) -> Result<Vec<(String, Charge)>> {
     let mut out = Vec::new();
-    let mut earlier = month;
+    let mut earlier = inputs.month;
     for _ in 0..LATE_LOOKBACK_MONTHS {
         earlier = earlier.previous();
-        let Some(invoice) = live_invoice(conn, customer, &earlier.to_string(), currency)? else {
+        let Some(invoice) = inputs.invoice(conn, fresh, customer, earlier, currency)? else {
             continue;
         };
         if invoice.status == "draft" {
             continue; // its own run rebuilds it
         }
-        let usage = usage_totals_for(conn, earlier, group)?;
+        let ids: Vec<&str> = group.iter().map(|b| b.sub.id.as_str()).collect();
+        let usage = usage_totals(conn, earlier, Some(&ids))?;
         for b in group {
             for charge in charges_for(b, earlier, &usage)? {
                 let billed =
@@ -400,32 +498,6 @@ fn late_charges(
         }
     }
     Ok(out)
-}
-
-fn usage_totals_for(
-    conn: &mut DbConnection,
-    month: Month,
-    group: &[&Billable<'_>],
-) -> Result<HashMap<(String, String), i64>> {
-    let ids: Vec<&str> = group.iter().map(|b| b.sub.id.as_str()).collect();
-    let rows: Vec<(String, String, i64)> = usage_events::table
-        .inner_join(subscriptions::table)
-        .filter(usage_events::subscription_id.eq_any(&ids))
-        .filter(usage_events::occurred_at.ge(month.start()))
-        .filter(usage_events::occurred_at.lt(month.end()))
-        .filter(
-            usage_events::occurred_at
-                .nullable()
-                .ge(subscriptions::billing_anchor),
-        )
-        .group_by((usage_events::subscription_id, usage_events::metric))
-        .select((
-            usage_events::subscription_id,
-            usage_events::metric,
-            sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
-        ))
-        .load(conn)?;
-    Ok(rows.into_iter().map(|(s, m, q)| ((s, m), q)).collect())
 }
 
 /// What live invoices other than `except` already charged for this subscription and key.
@@ -446,25 +518,44 @@ fn billed_for(
     Ok(amounts.into_iter().sum())
 }
 
-/// Replaces the draft's lines with `lines` (creating the draft, or removing it when there
-/// is nothing to bill), then its totals.
-#[allow(clippy::too_many_arguments)]
+/// The invoice a customer's draft is written as.
+struct Draft<'a> {
+    customer: &'a str,
+    month: Month,
+    currency: &'a str,
+    tax_rate_bps: i32,
+    now: NaiveDateTime,
+}
+
+/// Replaces the draft's lines with `lines` and sets its totals (creating the draft, or
+/// removing it when there is nothing to bill).
 fn write_draft(
     conn: &mut DbConnection,
     defaults: BillingDefaults,
-    customer: &str,
-    month: Month,
-    currency: &str,
-    tax_rate_bps: i32,
+    inputs: &RunInputs,
+    d: &Draft<'_>,
     existing: Option<Invoice>,
     lines: Vec<(String, Charge)>,
     subs: &[Subscription],
-    now: NaiveDateTime,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
-    let invoice = match existing {
+    let amounts: Vec<i64> = lines.iter().map(|(_, c)| c.amount).collect();
+    let totals = billing::invoice::totals(&amounts, d.tax_rate_bps).map_err(Error::internal)?;
+    let invoice_id = match existing {
         Some(draft) => {
             schema::locks::invoice(conn, &draft.id)?;
+            // Locked now: if it was finalized, voided or removed since it was read, start
+            // over from what the database holds.
+            let status: Option<String> = invoices::table
+                .find(&draft.id)
+                .select(invoices::status)
+                .first(conn)
+                .optional()?;
+            if status.as_deref() != Some("draft") {
+                return Err(Error::Unavailable(
+                    "the draft changed during the run".into(),
+                ));
+            }
             diesel::delete(invoice_lines::table.filter(invoice_lines::invoice_id.eq(&draft.id)))
                 .execute(conn)?;
             if lines.is_empty() {
@@ -472,28 +563,37 @@ fn write_draft(
                 tally.removed += 1;
                 return Ok(tally);
             }
+            diesel::update(invoices::table.find(&draft.id))
+                .set((
+                    invoices::tax_rate_bps.eq(d.tax_rate_bps),
+                    invoices::subtotal.eq(totals.subtotal),
+                    invoices::tax.eq(totals.tax),
+                    invoices::total.eq(totals.total),
+                    invoices::updated_at.eq(d.now),
+                ))
+                .execute(conn)?;
             tally.updated += 1;
-            draft
+            draft.id
         }
         None if lines.is_empty() => return Ok(tally),
         None => {
             let draft = Invoice {
                 id: new_id("inv"),
-                organization_id: customer.to_string(),
-                period: month.to_string(),
-                currency: currency.to_string(),
+                organization_id: d.customer.to_string(),
+                period: d.month.to_string(),
+                currency: d.currency.to_string(),
                 status: "draft".into(),
                 number: None,
-                tax_rate_bps,
-                subtotal: 0,
-                tax: 0,
-                total: 0,
+                tax_rate_bps: d.tax_rate_bps,
+                subtotal: totals.subtotal,
+                tax: totals.tax,
+                total: totals.total,
                 amount_paid: 0,
                 amount_credited: 0,
                 tax_credited: 0,
                 payment_failure: None,
-                created_at: now,
-                updated_at: now,
+                created_at: d.now,
+                updated_at: d.now,
                 finalized_at: None,
                 paid_at: None,
                 voided_at: None,
@@ -510,44 +610,36 @@ fn write_draft(
                     }
                 })?;
             tally.created += 1;
-            draft
+            draft.id
         }
     };
     let provider_of: HashMap<&str, &str> = subs
         .iter()
         .map(|s| (s.id.as_str(), s.provider_organization_id.as_str()))
         .collect();
-    let mut fee_of: HashMap<String, i32> = HashMap::new();
-    let mut amounts = Vec::with_capacity(lines.len());
-    for (position, (subscription_id, c)) in lines.into_iter().enumerate() {
-        let provider = provider_of
-            .get(subscription_id.as_str())
-            .copied()
-            .unwrap_or_default()
-            .to_string();
-        let fee_bps = match fee_of.get(&provider) {
-            Some(bps) => *bps,
-            None => {
-                let bps = organizations::table
-                    .find(&provider)
-                    .select(organizations::fee_bps)
-                    .first::<Option<i32>>(conn)?
-                    .unwrap_or(defaults.fee_bps);
-                fee_of.insert(provider.clone(), bps);
-                bps
-            }
-        };
-        amounts.push(c.amount);
-        let source = if c.key.starts_with("late:") {
-            format!("late_{}", c.source.as_str())
-        } else {
-            c.source.as_str().to_string()
-        };
-        diesel::insert_into(invoice_lines::table)
-            .values(InvoiceLine {
+    let rows = lines
+        .into_iter()
+        .enumerate()
+        .map(|(position, (subscription_id, c))| {
+            let provider = provider_of
+                .get(subscription_id.as_str())
+                .copied()
+                .unwrap_or_default()
+                .to_string();
+            let fee_bps = inputs
+                .rates
+                .get(&provider)
+                .and_then(|(_, fee)| *fee)
+                .unwrap_or(defaults.fee_bps);
+            let source = if c.key.starts_with("late:") {
+                format!("late_{}", c.source.as_str())
+            } else {
+                c.source.as_str().to_string()
+            };
+            Ok(InvoiceLine {
                 id: new_id("il"),
-                invoice_id: invoice.id.clone(),
-                organization_id: customer.to_string(),
+                invoice_id: invoice_id.clone(),
+                organization_id: d.customer.to_string(),
                 provider_organization_id: provider,
                 subscription_id,
                 source,
@@ -555,24 +647,15 @@ fn write_draft(
                 service_period: c.service_period,
                 description: c.description,
                 quantity: c.quantity,
-                unit_amount_decimal: c.unit_amount.map(|d| d.normalize().to_string()),
+                unit_amount_decimal: c.unit_amount.map(|u| u.normalize().to_string()),
                 amount: c.amount,
                 tiers: serde_json::to_string(&c.tiers).map_err(Error::internal)?,
                 fee_bps,
                 position: position as i32,
-                created_at: now,
+                created_at: d.now,
             })
-            .execute(conn)?;
-    }
-    let totals = billing::invoice::totals(&amounts, tax_rate_bps).map_err(Error::internal)?;
-    diesel::update(invoices::table.find(&invoice.id))
-        .set((
-            invoices::tax_rate_bps.eq(tax_rate_bps),
-            invoices::subtotal.eq(totals.subtotal),
-            invoices::tax.eq(totals.tax),
-            invoices::total.eq(totals.total),
-            invoices::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+        })
+        .collect::<Result<Vec<_>>>()?;
+    schema::batch::invoice_lines(conn, &rows)?;
     Ok(tally)
 }
