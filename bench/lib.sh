@@ -93,7 +93,7 @@ build_marketplace() {
             sleep 60
         done
     fi
-    cp "$BENCH_ROOT/target/release/marketplace" "$WORK/marketplace"
+    cp "${CARGO_TARGET_DIR:-$BENCH_ROOT/target}/release/marketplace" "$WORK/marketplace"
     MARKETPLACE="$WORK/marketplace"
     BUILD_REV="$(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
     if [[ -n "$(git -C "$BENCH_ROOT" status --porcelain -- api billing schema migrations 2>/dev/null)" ]]; then

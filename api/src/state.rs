@@ -26,6 +26,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Base of the absolute URLs handed out (signed download URLs), without a trailing `/`.
     pub public_url: String,
+    /// Callers behind access tokens, read moments ago.
+    pub callers: crate::domain::auth::CallerCache,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             storage,
             public_url,
             settings,
+            callers: Default::default(),
         }
     }
 

@@ -231,6 +231,7 @@ pub mod search {
     use diesel::expression::BoxableExpression;
     use diesel::sql_types::{Bool, Double, Text};
 
+    use crate::schema::{listing_access, listing_labels, listings, organizations};
     use crate::DbConnection;
 
     pub type Backend = <DbConnection as diesel::Connection>::Backend;
@@ -257,23 +258,45 @@ pub mod search {
         }
     }
 
-    /// How well a listing matches, larger is better (for ordering by relevance).
-    pub fn rank<QS>(conn: &DbConnection, terms: &[String]) -> Rank<QS> {
-        match conn {
-            DbConnection::Sqlite(_) => Box::new(
-                sql::<Double>(
-                    "(SELECT -bm25(listings_fts) FROM listings_fts WHERE listings_fts.rowid = listings.rowid \
-                     AND listings_fts MATCH ",
-                )
-                .bind::<Text, _>(fts5_query(terms))
-                .sql(")"),
-            ),
-            DbConnection::Postgresql(_) => Box::new(
-                sql::<Double>("ts_rank(listings.search_vector, plainto_tsquery('simple', ")
-                    .bind::<Text, _>(terms.join(" "))
-                    .sql("))::float8"),
-            ),
+    /// Whether ranking by relevance needs the query to read from [`listings_fts`] joined
+    /// to `listings` ([`ranked_matches`], [`joined_rank`]): SQLite computes bm25 only
+    /// inside a full-text query, and once per match only when joined so.
+    pub fn ranks_through_join(conn: &DbConnection) -> bool {
+        matches!(conn, DbConnection::Sqlite(_))
+    }
+
+    diesel::table! {
+        /// SQLite's FTS5 index of listings (its `rowid` is the listing's); PostgreSQL keeps
+        /// `listings.search_vector` instead. Only for queries where
+        /// [`ranks_through_join`] holds.
+        listings_fts (rowid) {
+            rowid -> BigInt,
         }
+    }
+
+    diesel::allow_tables_to_appear_in_same_query!(listings_fts, listings);
+    diesel::allow_tables_to_appear_in_same_query!(listings_fts, organizations);
+    diesel::allow_tables_to_appear_in_same_query!(listings_fts, listing_access);
+    diesel::allow_tables_to_appear_in_same_query!(listings_fts, listing_labels);
+
+    /// `listings_fts` rows holding every term, in a query that joins it.
+    pub fn ranked_matches<QS>(terms: &[String]) -> Condition<QS> {
+        Box::new(sql::<Bool>("listings_fts MATCH ").bind::<Text, _>(fts5_query(terms)))
+    }
+
+    /// How well a listing matches, larger is better, in a query that joins `listings_fts`.
+    pub fn joined_rank<QS>() -> Rank<QS> {
+        Box::new(sql::<Double>("-bm25(listings_fts)"))
+    }
+
+    /// How well a listing matches, larger is better (for ordering by relevance), where
+    /// [`ranks_through_join`] does not hold.
+    pub fn rank<QS>(terms: &[String]) -> Rank<QS> {
+        Box::new(
+            sql::<Double>("ts_rank(listings.search_vector, plainto_tsquery('simple', ")
+                .bind::<Text, _>(terms.join(" "))
+                .sql("))::float8"),
+        )
     }
 
     /// Each term quoted, so FTS5 reads them as words, all required.
@@ -304,31 +327,24 @@ pub mod usage {
     use crate::schema::usage_events;
     use crate::DbConnection;
 
-    /// Inserts the events whose (sender, id) is new; returns how many were inserted.
-    /// PostgreSQL takes them in multi-row statements; SQLite (in-process, no round trips)
-    /// one statement a row, as diesel has no multi-row upsert for it.
+    /// Inserts the events whose (sender, id) is new, in multi-row statements; returns how
+    /// many were inserted.
     pub fn insert_new(conn: &mut DbConnection, events: &[UsageEvent]) -> QueryResult<usize> {
         let mut inserted = 0;
-        match conn {
-            DbConnection::Postgresql(c) => {
-                // 8 columns a row: 500 rows stay far below the bind-parameter limit.
-                for chunk in events.chunks(500) {
-                    inserted += diesel::insert_into(usage_events::table)
-                        .values(chunk)
-                        .on_conflict((usage_events::organization_id, usage_events::id))
-                        .do_nothing()
-                        .execute(c)?;
-                }
-            }
-            DbConnection::Sqlite(c) => {
-                for event in events {
-                    inserted += diesel::insert_into(usage_events::table)
-                        .values(event)
-                        .on_conflict((usage_events::organization_id, usage_events::id))
-                        .do_nothing()
-                        .execute(c)?;
-                }
-            }
+        // 8 columns a row: 500 rows stay far below both bind-parameter limits.
+        for chunk in events.chunks(500) {
+            inserted += match conn {
+                DbConnection::Postgresql(c) => diesel::insert_into(usage_events::table)
+                    .values(chunk)
+                    .on_conflict((usage_events::organization_id, usage_events::id))
+                    .do_nothing()
+                    .execute(c)?,
+                // The only uniqueness rule of the table is (sender, id), so ignoring a
+                // conflict here skips exactly the events already stored.
+                DbConnection::Sqlite(c) => diesel::insert_or_ignore_into(usage_events::table)
+                    .values(chunk)
+                    .execute(c)?,
+            };
         }
         Ok(inserted)
     }

@@ -230,3 +230,46 @@ mod tests {
         assert!(!caller(Role::PlatformFinance, Credential::AccessToken).can(Capability::Operate));
     }
 }
+
+/// Callers behind access tokens, kept a moment so that a client's burst of requests reads
+/// its user and organization once rather than on every request. An entry lives
+/// [`CallerCache::TTL`]; removing a member on this instance empties the cache at once, and on
+/// other instances an entry outlives the removal by at most the TTL (far less than an access
+/// token's own lifetime). API keys are not kept: revoking one takes effect at once everywhere.
+#[derive(Debug, Default)]
+pub struct CallerCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+}
+
+impl CallerCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Beyond this many users the cache starts over, so it never grows without bound.
+    const MAX_ENTRIES: usize = 10_000;
+
+    /// The caller for a token's user and organization, if read less than the TTL ago.
+    pub fn get(&self, user_id: &str, organization_id: &str) -> Option<Caller> {
+        let entries = self.entries.lock().ok()?;
+        let (caller, read_at) = entries.get(user_id)?;
+        (caller.organization_id == organization_id && read_at.elapsed() < Self::TTL)
+            .then(|| caller.clone())
+    }
+
+    pub fn put(&self, caller: &Caller) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                caller.user_id.clone(),
+                (caller.clone(), std::time::Instant::now()),
+            );
+        }
+    }
+
+    /// Forgets every caller (after a change to who is a member).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}

@@ -32,7 +32,7 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const MAX_PARTS_IN_FLIGHT: usize = 3;
 
 /// Size of the chunks a local file is read in when streamed out.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Where objects live.
 #[derive(Debug, Clone)]

@@ -212,9 +212,16 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
             state.tokens.learn(keys);
         }
         let claims = state.tokens.verify(&credential, state.clock.now())?;
-        state
-            .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
-            .await?
+        match state.callers.get(&claims.sub, &claims.org) {
+            Some(caller) => caller,
+            None => {
+                let caller = state
+                    .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
+                    .await?;
+                state.callers.put(&caller);
+                caller
+            }
+        }
     };
     req.extensions_mut().insert(caller.clone());
     Ok(Some(caller))

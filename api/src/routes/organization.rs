@@ -41,6 +41,7 @@ pub async fn remove_member(
     state
         .db(move |conn| accounts::remove_member(conn, clock.as_ref(), &caller, &id))
         .await?;
+    state.callers.clear();
     Ok(no_content())
 }
 

@@ -223,6 +223,9 @@ fn removing_a_member_ends_their_sessions_and_keys() {
     let second_admin = app.add_member(&ada, "admin");
     let (_, their_key) = app.api_key(&second_admin, &["read"]);
     assert_eq!(app.get("/v1/me", Some(&their_key)).status, 200);
+    // Their access token was just used: the server keeps its caller a moment, and the
+    // removal must not leave that behind.
+    assert_eq!(app.get("/v1/me", Some(&second_admin.token)).status, 200);
 
     let removed = app.delete(
         &format!("/v1/organization/members/{}", second_admin.user_id),

@@ -593,91 +593,130 @@ impl CatalogQuery {
     }
 }
 
+/// The published listings `reader_org` may see, narrowed by the query's filters: `$from`
+/// (listings joined to their organizations, and perhaps to the full-text table) boxed, with
+/// the listing and its provider's name selected.
+macro_rules! visible_listings {
+    ($from:expr, $reader_org:expr, $query:expr) => {{
+        let mut q = $from
+            .filter(listings::state.eq("published"))
+            .select((Listing::as_select(), organizations::name))
+            .into_boxed();
+        q = match $reader_org {
+            Some(org) => q.filter(
+                listings::visibility
+                    .eq("public")
+                    .or(listings::organization_id.eq(org.to_string()))
+                    .or(listings::id.eq_any(
+                        listing_access::table
+                            .filter(listing_access::organization_id.eq(org.to_string()))
+                            .select(listing_access::listing_id),
+                    )),
+            ),
+            None => q.filter(listings::visibility.eq("public")),
+        };
+        for (kind, value) in [("category", &$query.category), ("tag", &$query.tag)] {
+            if let Some(value) = value {
+                q = q.filter(
+                    listings::id.eq_any(
+                        listing_labels::table
+                            .filter(listing_labels::kind.eq(kind))
+                            .filter(listing_labels::value.eq(value.clone()))
+                            .select(listing_labels::listing_id),
+                    ),
+                );
+            }
+        }
+        if let Some(provider) = &$query.provider {
+            q = q.filter(listings::organization_id.eq(provider.clone()));
+        }
+        q
+    }};
+}
+
 /// Published listings the reader may see, filtered, searched and sorted, a page at a time.
 pub fn search(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
     query: &CatalogQuery,
 ) -> Result<Page<ListingView>> {
-    let mut q = listings::table
-        .inner_join(organizations::table)
-        .filter(listings::state.eq("published"))
-        .select((Listing::as_select(), organizations::name))
-        .into_boxed();
-    q = match reader_org {
-        Some(org) => q.filter(
-            listings::visibility
-                .eq("public")
-                .or(listings::organization_id.eq(org.to_string()))
-                .or(listings::id.eq_any(
-                    listing_access::table
-                        .filter(listing_access::organization_id.eq(org.to_string()))
-                        .select(listing_access::listing_id),
-                )),
-        ),
-        None => q.filter(listings::visibility.eq("public")),
-    };
-    for (kind, value) in [("category", &query.category), ("tag", &query.tag)] {
-        if let Some(value) = value {
-            q = q.filter(
-                listings::id.eq_any(
-                    listing_labels::table
-                        .filter(listing_labels::kind.eq(kind))
-                        .filter(listing_labels::value.eq(value.clone()))
-                        .select(listing_labels::listing_id),
-                ),
-            );
-        }
-    }
-    if let Some(provider) = &query.provider {
-        q = q.filter(listings::organization_id.eq(provider.clone()));
-    }
-    if !query.terms.is_empty() {
-        q = q.filter(schema::search::matches(conn, &query.terms));
-    }
+    use schema::search::{joined_rank, listings_fts, rank, ranked_matches, ranks_through_join};
     let fetch = query.limit + 1;
-    let mut offset = 0;
-    q = match (&query.sort, &query.cursor) {
-        (Sort::Relevance, cursor) => {
-            offset = match cursor {
-                Some(CatalogCursor::Offset(n)) => *n,
-                _ => 0,
-            };
-            q.order((
-                schema::search::rank(conn, &query.terms).desc(),
-                listings::id.asc(),
-            ))
-            .offset(offset)
-        }
-        (Sort::Newest, cursor) => {
-            let q = q.order((listings::published_at.desc(), listings::id.desc()));
-            match cursor {
-                Some(CatalogCursor::Newest { micros, id }) => {
-                    let at = DateTime::from_timestamp_micros(*micros)
-                        .map(|t| t.naive_utc())
-                        .unwrap_or(NaiveDateTime::MIN);
-                    q.filter(
-                        listings::published_at.lt(at).or(listings::published_at
-                            .eq(at)
-                            .and(listings::id.lt(id.clone()))),
-                    )
-                }
-                _ => q,
-            }
-        }
-        (Sort::Title, cursor) => {
-            let q = q.order((listings::title.asc(), listings::id.asc()));
-            match cursor {
-                Some(CatalogCursor::Title { title, id }) => q.filter(
-                    listings::title.gt(title.clone()).or(listings::title
-                        .eq(title.clone())
-                        .and(listings::id.gt(id.clone()))),
+    let offset = match (&query.sort, &query.cursor) {
+        (Sort::Relevance, Some(CatalogCursor::Offset(n))) => *n,
+        _ => 0,
+    };
+    let mut rows: Vec<(Listing, String)> = match query.sort {
+        Sort::Relevance if ranks_through_join(conn) => visible_listings!(
+            listings_fts::table
+                .inner_join(
+                    listings::table.on(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                        "listings.rowid = listings_fts.rowid"
+                    ))
+                )
+                .inner_join(
+                    organizations::table.on(organizations::id.eq(listings::organization_id))
                 ),
-                _ => q,
+            reader_org,
+            query
+        )
+        .filter(ranked_matches(&query.terms))
+        .order((joined_rank().desc(), listings::id.asc()))
+        .offset(offset)
+        .limit(fetch)
+        .load(conn)?,
+        Sort::Relevance => visible_listings!(
+            listings::table.inner_join(organizations::table),
+            reader_org,
+            query
+        )
+        .filter(schema::search::matches(conn, &query.terms))
+        .order((rank(&query.terms).desc(), listings::id.asc()))
+        .offset(offset)
+        .limit(fetch)
+        .load(conn)?,
+        _ => {
+            let mut q = visible_listings!(
+                listings::table.inner_join(organizations::table),
+                reader_org,
+                query
+            );
+            if !query.terms.is_empty() {
+                q = q.filter(schema::search::matches(conn, &query.terms));
             }
+            q = match (&query.sort, &query.cursor) {
+                (Sort::Newest, cursor) => {
+                    let q = q.order((listings::published_at.desc(), listings::id.desc()));
+                    match cursor {
+                        Some(CatalogCursor::Newest { micros, id }) => {
+                            let at = DateTime::from_timestamp_micros(*micros)
+                                .map(|t| t.naive_utc())
+                                .unwrap_or(NaiveDateTime::MIN);
+                            q.filter(
+                                listings::published_at.lt(at).or(listings::published_at
+                                    .eq(at)
+                                    .and(listings::id.lt(id.clone()))),
+                            )
+                        }
+                        _ => q,
+                    }
+                }
+                (_, cursor) => {
+                    // Sort::Title (relevance is ranked above).
+                    let q = q.order((listings::title.asc(), listings::id.asc()));
+                    match cursor {
+                        Some(CatalogCursor::Title { title, id }) => q.filter(
+                            listings::title.gt(title.clone()).or(listings::title
+                                .eq(title.clone())
+                                .and(listings::id.gt(id.clone()))),
+                        ),
+                        _ => q,
+                    }
+                }
+            };
+            q.limit(fetch).load(conn)?
         }
     };
-    let mut rows: Vec<(Listing, String)> = q.limit(fetch).load(conn)?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next_cursor = match (more, rows.last()) {
