@@ -82,6 +82,15 @@ impl From<DieselError> for Error {
             {
                 Error::Unavailable(e.to_string())
             }
+            // Text the database cannot hold (a NUL character) that no check caught earlier.
+            DieselError::DatabaseError(_, ref info)
+                if info.message().contains("invalid byte sequence") =>
+            {
+                Error::BadRequest {
+                    code: "invalid_text",
+                    detail: "text must not contain the NUL character".into(),
+                }
+            }
             e => Error::Internal(e.to_string()),
         }
     }

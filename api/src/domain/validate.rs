@@ -138,6 +138,45 @@ pub fn integral_numbers(value: &mut serde_json::Value) -> bool {
     }
 }
 
+/// Whether a JSON text may hold a string with the NUL character (escaped as `\u0000`, the
+/// only way JSON can carry it). Cheap; [`nul_field`] says where.
+pub fn may_hold_nul(json: &[u8]) -> bool {
+    json.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\\')
+        .any(|(i, _)| json[i..].starts_with(b"\\u0000"))
+}
+
+/// The path (`events[1].metric`) of the first string or key in `value` holding a NUL.
+pub fn nul_field(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    fn join(parent: &str, key: &str) -> String {
+        if parent.is_empty() {
+            key.to_string()
+        } else {
+            format!("{parent}.{key}")
+        }
+    }
+    fn find(value: &Value, path: String) -> Option<String> {
+        match value {
+            Value::String(s) if s.contains('\0') => Some(path),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
+            Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+                if k.contains('\0') {
+                    Some(join(&path, &k.replace('\0', "\\0")))
+                } else {
+                    find(v, join(&path, k))
+                }
+            }),
+            _ => None,
+        }
+    }
+    find(value, String::new())
+}
+
 #[cfg(test)]
 mod integral_number_tests {
     use super::integral_numbers;
@@ -153,5 +192,19 @@ mod integral_number_tests {
         assert!(v["e"].is_f64(), "2^53 is not rewritten: {}", v["e"]);
         let mut plain = json!({"a": 1, "b": "2.0"});
         assert!(!integral_numbers(&mut plain));
+    }
+
+    #[test]
+    fn nul_characters_are_found_with_their_path() {
+        use super::{may_hold_nul, nul_field};
+        let body = br#"{"events": [{"id": "a"}, {"id": "b\u0000"}]}"#;
+        assert!(may_hold_nul(body));
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(nul_field(&value).as_deref(), Some("events[1].id"));
+        // An escaped backslash followed by the letters is not a NUL.
+        let literal = br#"{"id": "\\u0000"}"#;
+        let value: serde_json::Value = serde_json::from_slice(literal).unwrap();
+        assert_eq!(nul_field(&value), None);
+        assert!(!may_hold_nul(br#"{"id": "plain"}"#));
     }
 }

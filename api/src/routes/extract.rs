@@ -17,7 +17,7 @@ use crate::domain::auth::Caller;
 use crate::domain::pagination::PageRequest;
 use crate::domain::secrets;
 use crate::domain::tokens::{API_KEY_PREFIX, JWT_PURPOSE};
-use crate::domain::validate::integral_numbers;
+use crate::domain::validate::{integral_numbers, may_hold_nul, nul_field};
 use crate::domain::{Error, FieldError};
 use crate::state::State;
 
@@ -100,6 +100,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             Ok(_) => Err(Error::validation("body", "must be a JSON object")),
             Err(e) => Err(Error::MalformedBody(e.to_string())),
         };
+    }
+    // Text with a NUL cannot be stored: refuse it up front, naming the field.
+    if may_hold_nul(body) {
+        if let Some(field) = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .as_ref()
+            .and_then(nul_field)
+        {
+            return Err(Error::validation(
+                field,
+                "must not contain the NUL character",
+            ));
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {

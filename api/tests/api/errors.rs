@@ -139,3 +139,28 @@ fn every_response_carries_a_request_id() {
     );
     assert_eq!(r.header("x-request-id"), Some("client-chosen-42"));
 }
+
+#[test]
+fn nul_characters_are_refused_naming_where_they_are() {
+    // Neither database's text may hold a NUL: it is a client error wherever it comes in.
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let r = app.post(
+        "/v1/subscriptions",
+        Some(&ada.token),
+        json!({"offer_id": "ofr_\u{0}x"}),
+    );
+    assert_eq!(r.problem(422), "validation_failed");
+    assert_eq!(r.fields(), vec!["offer_id"]);
+    let r = app.get(
+        "/v1/invoices/export?period=2026-11&customer=org_%00x",
+        Some(&ada.token),
+    );
+    assert_eq!(r.problem(422), "validation_failed", "{}", r.text);
+    assert_eq!(r.fields(), vec!["customer"]);
+    let r = app.get("/v1/listings/lst_%00x", Some(&ada.token));
+    assert_eq!(r.problem(404), "not_found");
+    // Nothing was written on the way.
+    let subs = app.get("/v1/subscriptions", Some(&ada.token));
+    assert_eq!(subs.json["data"], json!([]), "{}", subs.text);
+}

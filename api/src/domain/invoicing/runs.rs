@@ -3,7 +3,7 @@
 //! customer's next draft as a late charge. Safe to run twice, or from two instances at once.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use billing::charges::{self, Charge, Month, Terms};
 use billing::periods::Interval;
@@ -103,6 +103,7 @@ pub fn bill_period(
         .filter(subscriptions::billing_anchor.lt(month.end()))
         .select(Subscription::as_select())
         .load(conn)?;
+    let usage = usage_totals(conn, month, &subs.iter().collect::<Vec<_>>())?;
     let mut by_customer: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
     for s in subs {
         by_customer
@@ -112,7 +113,7 @@ pub fn bill_period(
     }
     let inputs = RunInputs {
         month,
-        usage: usage_totals(conn, month, None)?,
+        usage,
         offer_names: offer_names(conn)?,
         invoices: live_invoices(conn, month)?,
         rates: organization_rates(conn)?,
@@ -189,39 +190,75 @@ pub fn list_runs(
         .collect())
 }
 
-/// Usage per (subscription, metric) in the month, counting only events from each
-/// subscription's billing anchor on (usage during a trial is free): of every subscription,
-/// or of `only` those. One aggregate query, answered from the usage index alone.
+/// Usage per (subscription, metric) of `subs` in the month, counting only events from each
+/// subscription's billing anchor on (usage during a trial is free). A subscription billed
+/// since before the month counts all of its usage in the month: one aggregate that reads
+/// only the usage index. Those whose billing starts inside the month take the same query
+/// joined to their subscription for the anchor, which the rest need not pay for each event.
 fn usage_totals(
     conn: &mut DbConnection,
     month: Month,
-    only: Option<&[&str]>,
+    subs: &[&Subscription],
 ) -> Result<HashMap<(String, String), i64>> {
-    let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
-    let mut q = usage_events::table
-        .inner_join(subscriptions::table)
-        // `day` bounds the index range; `occurred_at` is the exact rule.
-        .filter(usage_events::day.ge(day(month.start())))
-        .filter(usage_events::day.lt(day(month.end())))
-        .filter(usage_events::occurred_at.ge(month.start()))
-        .filter(usage_events::occurred_at.lt(month.end()))
-        .filter(
-            usage_events::occurred_at
-                .nullable()
-                .ge(subscriptions::billing_anchor),
-        )
-        .group_by((usage_events::subscription_id, usage_events::metric))
-        .select((
-            usage_events::subscription_id,
-            usage_events::metric,
-            sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
-        ))
-        .into_boxed();
-    if let Some(ids) = only {
-        q = q.filter(usage_events::subscription_id.eq_any(ids.to_vec()));
+    let mut whole_month: HashSet<&str> = HashSet::new();
+    let mut from_anchor: Vec<&str> = Vec::new();
+    for s in subs {
+        match s.billing_anchor {
+            Some(anchor) if anchor <= month.start() => {
+                whole_month.insert(s.id.as_str());
+            }
+            Some(anchor) if anchor < month.end() => from_anchor.push(s.id.as_str()),
+            _ => {} // not billable in this month
+        }
     }
-    let rows: Vec<(String, String, i64)> = q.load(conn)?;
-    Ok(rows.into_iter().map(|(s, m, q)| ((s, m), q)).collect())
+    let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
+    // `day` bounds the index range; `occurred_at` is the exact rule.
+    macro_rules! in_month {
+        ($q:expr) => {
+            $q.filter(usage_events::day.ge(day(month.start())))
+                .filter(usage_events::day.lt(day(month.end())))
+                .filter(usage_events::occurred_at.ge(month.start()))
+                .filter(usage_events::occurred_at.lt(month.end()))
+                .group_by((usage_events::subscription_id, usage_events::metric))
+                .select((
+                    usage_events::subscription_id,
+                    usage_events::metric,
+                    sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+                ))
+        };
+    }
+    // A run over many subscriptions reads the whole month once; a few (late charges of one
+    // customer) are picked out by id. 500 ids a statement stay below bind-parameter limits.
+    let mut rows: Vec<(String, String, i64)> = Vec::new();
+    if whole_month.len() > 500 {
+        rows = in_month!(usage_events::table).load(conn)?;
+    } else {
+        let ids: Vec<&str> = whole_month.iter().copied().collect();
+        for chunk in ids.chunks(500) {
+            rows.extend(
+                in_month!(usage_events::table.filter(usage_events::subscription_id.eq_any(chunk)))
+                    .load::<(String, String, i64)>(conn)?,
+            );
+        }
+    }
+    // The whole month's read holds every subscription's usage: keep the ones it is for.
+    rows.retain(|(subscription, _, _)| whole_month.contains(subscription.as_str()));
+    for chunk in from_anchor.chunks(500) {
+        let anchored: Vec<(String, String, i64)> = in_month!(usage_events::table
+            .inner_join(subscriptions::table)
+            .filter(usage_events::subscription_id.eq_any(chunk))
+            .filter(
+                usage_events::occurred_at
+                    .nullable()
+                    .ge(subscriptions::billing_anchor),
+            ))
+        .load(conn)?;
+        rows.extend(anchored);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(subscription, metric, quantity)| ((subscription, metric), quantity))
+        .collect())
 }
 
 fn offer_names(conn: &mut DbConnection) -> Result<HashMap<String, String>> {
@@ -481,8 +518,8 @@ fn late_charges(
         if invoice.status == "draft" {
             continue; // its own run rebuilds it
         }
-        let ids: Vec<&str> = group.iter().map(|b| b.sub.id.as_str()).collect();
-        let usage = usage_totals(conn, earlier, Some(&ids))?;
+        let subs: Vec<&Subscription> = group.iter().map(|b| b.sub).collect();
+        let usage = usage_totals(conn, earlier, &subs)?;
         for b in group {
             for charge in charges_for(b, earlier, &usage)? {
                 let billed =
