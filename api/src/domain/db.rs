@@ -1,5 +1,7 @@
 //! Running domain work against the database: transactions that retry when the database asks.
 
+use std::cell::Cell;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use diesel::Connection;
@@ -11,12 +13,44 @@ use super::error::{Error, Result};
 /// serialization failures get this many tries, with growing, jittered pauses (about 5 s in all).
 const ATTEMPTS: u32 = 40;
 
+/// SQLite lets one writer in at a time, and a transaction that read before another wrote
+/// finds the database busy when it writes, which only a retry from the start cures. Taking
+/// turns inside the process before `BEGIN` spares this server's own connections those
+/// collisions (and their retries); other processes on the same file still meet the busy
+/// timeout and the retries below.
+static SQLITE_TURN: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds `SQLITE_TURN` (a transaction inside a transaction).
+    static HOLDS_SQLITE_TURN: Cell<bool> = const { Cell::new(false) };
+}
+
+struct SqliteTurn(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+impl SqliteTurn {
+    fn take(conn: &DbConnection) -> Option<SqliteTurn> {
+        if !matches!(conn, DbConnection::Sqlite(_)) || HOLDS_SQLITE_TURN.get() {
+            return None;
+        }
+        let guard = SQLITE_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        HOLDS_SQLITE_TURN.set(true);
+        Some(SqliteTurn(guard))
+    }
+}
+
+impl Drop for SqliteTurn {
+    fn drop(&mut self) {
+        HOLDS_SQLITE_TURN.set(false);
+    }
+}
+
 /// Runs `work` in a transaction, retrying it from the start when the database reports a
 /// serialization failure or (SQLite) a busy database; a client never sees those as a 500.
 pub fn transaction<T>(
     conn: &mut DbConnection,
     work: impl Fn(&mut DbConnection) -> Result<T>,
 ) -> Result<T> {
+    let _turn = SqliteTurn::take(conn);
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -269,6 +269,9 @@ fn offer_names(conn: &mut DbConnection) -> Result<HashMap<String, String>> {
         .collect())
 }
 
+/// An organization's own (tax rate, marketplace fee) in basis points, where set.
+type Rates = (Option<i32>, Option<i32>);
+
 /// What a run reads once, before it bills its customers one by one.
 struct RunInputs {
     month: Month,
@@ -279,7 +282,7 @@ struct RunInputs {
     /// currency), as they were when the run started.
     invoices: HashMap<(String, String, String), Invoice>,
     /// Each organization's own tax rate and marketplace fee, where set.
-    rates: HashMap<String, (Option<i32>, Option<i32>)>,
+    rates: HashMap<String, Rates>,
 }
 
 impl RunInputs {
@@ -338,9 +341,7 @@ fn live_invoices(
         .collect())
 }
 
-fn organization_rates(
-    conn: &mut DbConnection,
-) -> Result<HashMap<String, (Option<i32>, Option<i32>)>> {
+fn organization_rates(conn: &mut DbConnection) -> Result<HashMap<String, Rates>> {
     Ok(organizations::table
         .select((
             organizations::id,
