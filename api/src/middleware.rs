@@ -126,35 +126,26 @@ pub async fn problems_everywhere(
     Ok(ServiceResponse::new(req, problem))
 }
 
-/// Text in the database cannot hold the NUL character (PostgreSQL refuses it): a query
-/// parameter carrying one is refused here (422 naming it) and a path carrying one names
-/// nothing (404), before a handler could send it to the database. JSON bodies are checked
-/// as they are parsed.
-pub async fn refuse_nul_characters(
-    req: ServiceRequest,
+/// Text in the database cannot hold the NUL character (PostgreSQL refuses it): in query
+/// parameters it becomes U+FFFD (the replacement character), so a filter holding one
+/// matches nothing, and a path holding one names nothing (404). JSON bodies get the same
+/// replacement as they are parsed.
+pub async fn replace_nul_characters(
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if let Some(name) = nul_query_parameter(req.query_string()) {
-        return Err(Error::validation(name, "must not contain the NUL character").into());
-    }
-    if req.path().contains("%00") || req.path().contains('\0') {
+    if req.path().contains("%00") {
         return Err(Error::NotFound("object").into());
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-/// The name of the first query parameter whose name or value decodes to text with a NUL.
-fn nul_query_parameter(query: &str) -> Option<String> {
-    if !query.contains("%00") && !query.contains('\0') {
-        return None;
+    if req.query_string().contains("%00") {
+        let query = req.query_string().replace("%00", "%EF%BF%BD");
+        let uri = format!("{}?{query}", req.path());
+        match uri.parse() {
+            Ok(uri) => req.head_mut().uri = uri,
+            Err(_) => return Err(Error::NotFound("object").into()),
+        }
     }
-    query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
-        let name_bytes = decode(name);
-        (name_bytes.contains(&0) || decode(value).contains(&0))
-            .then(|| String::from_utf8_lossy(&name_bytes).replace('\0', "\\0"))
-    })
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// `Idempotency-Key` on POST: the first response is stored and replayed to retries, keyed by

@@ -94,7 +94,7 @@ impl Application {
                 .configure(crate::console::configure)
                 .default_service(web::to(not_found))
                 .wrap(from_fn(middleware::idempotency))
-                .wrap(from_fn(middleware::refuse_nul_characters))
+                .wrap(from_fn(middleware::replace_nul_characters))
                 .wrap(from_fn(middleware::problems_everywhere))
                 .wrap(from_fn(middleware::catch_panic))
                 .wrap(from_fn(middleware::observe))

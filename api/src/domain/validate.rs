@@ -147,34 +147,35 @@ pub fn may_hold_nul(json: &[u8]) -> bool {
         .any(|(i, _)| json[i..].starts_with(b"\\u0000"))
 }
 
-/// The path (`events[1].metric`) of the first string or key in `value` holding a NUL.
-pub fn nul_field(value: &serde_json::Value) -> Option<String> {
+/// Replaces the NUL character in every string and key of `value` by U+FFFD (the
+/// replacement character); returns whether it found any. Neither database's text can hold
+/// a NUL (PostgreSQL refuses it), so none gets that far: an id holding one then names
+/// nothing (404), a filter matches nothing, and unknown fields stay ignored.
+pub fn replace_nul(value: &mut serde_json::Value) -> bool {
     use serde_json::Value;
-    fn join(parent: &str, key: &str) -> String {
-        if parent.is_empty() {
-            key.to_string()
-        } else {
-            format!("{parent}.{key}")
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
         }
-    }
-    fn find(value: &Value, path: String) -> Option<String> {
-        match value {
-            Value::String(s) if s.contains('\0') => Some(path),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
-            Value::Object(fields) => fields.iter().find_map(|(k, v)| {
-                if k.contains('\0') {
-                    Some(join(&path, &k.replace('\0', "\\0")))
-                } else {
-                    find(v, join(&path, k))
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| replace_nul(v) | changed),
+        Value::Object(fields) => {
+            let mut changed = false;
+            if fields.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(fields);
+                for (k, v) in old {
+                    fields.insert(k.replace('\0', "\u{FFFD}"), v);
                 }
-            }),
-            _ => None,
+                changed = true;
+            }
+            fields
+                .values_mut()
+                .fold(changed, |changed, v| replace_nul(v) | changed)
         }
+        _ => false,
     }
-    find(value, String::new())
 }
 
 #[cfg(test)]
@@ -195,16 +196,18 @@ mod integral_number_tests {
     }
 
     #[test]
-    fn nul_characters_are_found_with_their_path() {
-        use super::{may_hold_nul, nul_field};
-        let body = br#"{"events": [{"id": "a"}, {"id": "b\u0000"}]}"#;
+    fn nul_characters_are_replaced_everywhere() {
+        use super::{may_hold_nul, replace_nul};
+        let body = br#"{"events": [{"id": "a"}, {"id": "b\u0000"}], "k\u0000": 1}"#;
         assert!(may_hold_nul(body));
-        let value: serde_json::Value = serde_json::from_slice(body).unwrap();
-        assert_eq!(nul_field(&value).as_deref(), Some("events[1].id"));
+        let mut value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(replace_nul(&mut value));
+        assert_eq!(value["events"][1]["id"], "b\u{FFFD}");
+        assert_eq!(value["k\u{FFFD}"], 1);
         // An escaped backslash followed by the letters is not a NUL.
-        let literal = br#"{"id": "\\u0000"}"#;
-        let value: serde_json::Value = serde_json::from_slice(literal).unwrap();
-        assert_eq!(nul_field(&value), None);
+        let mut literal: serde_json::Value =
+            serde_json::from_slice(br#"{"id": "\\u0000"}"#).unwrap();
+        assert!(!replace_nul(&mut literal));
         assert!(!may_hold_nul(br#"{"id": "plain"}"#));
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::auth::Caller;
 use crate::domain::pagination::PageRequest;
 use crate::domain::secrets;
 use crate::domain::tokens::{API_KEY_PREFIX, JWT_PURPOSE};
-use crate::domain::validate::{integral_numbers, may_hold_nul, nul_field};
+use crate::domain::validate::{integral_numbers, may_hold_nul, replace_nul};
 use crate::domain::{Error, FieldError};
 use crate::state::State;
 
@@ -101,17 +101,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             Err(e) => Err(Error::MalformedBody(e.to_string())),
         };
     }
-    // Text with a NUL cannot be stored: refuse it up front, naming the field.
+    // Text with a NUL cannot be stored: such a body takes the slow path, NULs replaced.
     if may_hold_nul(body) {
-        if let Some(field) = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .as_ref()
-            .and_then(nul_field)
-        {
-            return Err(Error::validation(
-                field,
-                "must not contain the NUL character",
-            ));
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
+            if replace_nul(&mut value) {
+                integral_numbers(&mut value);
+                return from_value(value);
+            }
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -129,10 +125,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
                     // numbers rewritten, so the fast path stays one pass over the bytes.
                     if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
                         if integral_numbers(&mut value) {
-                            return serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-                                let path = e.path().to_string();
-                                Error::Validation(vec![field_error(&path, &e.into_inner())])
-                            });
+                            return from_value(value);
                         }
                     }
                     Err(Error::Validation(vec![field_error(&path, &inner)]))
@@ -141,6 +134,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             }
         }
     }
+}
+
+/// The typed value of a JSON document already parsed (and mended), or a 422 naming the
+/// field that does not fit.
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::Validation(vec![field_error(&path, &e.into_inner())])
+    })
 }
 
 fn field_error(path: &str, error: &serde_json::Error) -> FieldError {

@@ -24,7 +24,7 @@ use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
 use crate::domain::outbox::{self, Email, Message};
-use crate::domain::validate::{integral_numbers, may_hold_nul, nul_field};
+use crate::domain::validate::{integral_numbers, replace_nul};
 use ::stripe::{PaymentIntent, PaymentIntentStatus};
 
 /// Who the audit trail names for what Stripe did.
@@ -512,20 +512,10 @@ pub struct Receipt {
 /// Applies a verified event once: its id is recorded in the same transaction as its effect,
 /// so a replay or a re-send answers 200 and changes nothing.
 pub fn apply_event(conn: &mut DbConnection, clock: &dyn Clock, body: &[u8]) -> Result<Receipt> {
-    let event: EventEnvelope = serde_json::from_slice(body)
-        .map_err(|e| Error::MalformedBody(format!("not a Stripe event: {e}")))?;
-    if may_hold_nul(body) {
-        if let Some(field) = serde_json::from_slice(body)
-            .ok()
-            .as_ref()
-            .and_then(nul_field)
-        {
-            return Err(Error::validation(
-                field,
-                "must not contain the NUL character",
-            ));
-        }
-    }
+    let malformed = |e: serde_json::Error| Error::MalformedBody(format!("not a Stripe event: {e}"));
+    let mut raw: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+    replace_nul(&mut raw);
+    let event: EventEnvelope = serde_json::from_value(raw).map_err(malformed)?;
     if event.id.is_empty() || event.id.chars().count() > 255 {
         return Err(Error::validation("id", "must be a Stripe event id"));
     }
