@@ -327,24 +327,31 @@ pub mod usage {
     use crate::schema::usage_events;
     use crate::DbConnection;
 
-    /// Inserts the events whose (sender, id) is new, in multi-row statements; returns how
-    /// many were inserted.
-    pub fn insert_new(conn: &mut DbConnection, events: &[UsageEvent]) -> QueryResult<usize> {
-        let mut inserted = 0;
+    /// Inserts the events whose (sender, id) is new, in multi-row statements; returns the
+    /// ids it inserted (the others were stored before, or by a concurrent batch that
+    /// committed first).
+    pub fn insert_new(
+        conn: &mut DbConnection,
+        events: &[UsageEvent],
+    ) -> QueryResult<Vec<String>> {
+        let mut inserted = Vec::with_capacity(events.len());
         // 8 columns a row: 500 rows stay far below both bind-parameter limits.
         for chunk in events.chunks(500) {
-            inserted += match conn {
+            inserted.extend(match conn {
                 DbConnection::Postgresql(c) => diesel::insert_into(usage_events::table)
                     .values(chunk)
                     .on_conflict((usage_events::organization_id, usage_events::id))
                     .do_nothing()
-                    .execute(c)?,
+                    .returning(usage_events::id)
+                    .get_results::<String>(c)?,
                 // The only uniqueness rule of the table is (sender, id), so ignoring a
-                // conflict here skips exactly the events already stored.
+                // conflict here skips exactly the events already stored; SQLite returns
+                // only the rows it inserted.
                 DbConnection::Sqlite(c) => diesel::insert_or_ignore_into(usage_events::table)
                     .values(chunk)
-                    .execute(c)?,
-            };
+                    .returning(usage_events::id)
+                    .get_results::<String>(c)?,
+            });
         }
         Ok(inserted)
     }

@@ -251,8 +251,10 @@ pub struct Grant {
     pub created_at: NaiveDateTime,
 }
 
+// `treat_none_as_default_value = false` lets SQLite insert many rows in one statement
+// (diesel otherwise inserts them one by one, in case a value is DEFAULT).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = usage_events)]
+#[diesel(table_name = usage_events, treat_none_as_default_value = false)]
 pub struct UsageEvent {
     /// The sending organization (the provider, or the subscriber for reads the server meters).
     pub organization_id: String,

@@ -54,24 +54,34 @@ pub fn transaction<T>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut retryable = false;
-        let outcome = conn.transaction(|conn| {
-            work(conn).map_err(|e| {
-                retryable = matches!(e, Error::Unavailable(_));
-                TxError(e)
-            })
-        });
-        match outcome {
-            Ok(v) => return Ok(v),
-            Err(TxError(e)) if retryable && attempt < ATTEMPTS => {
+        match attempt_transaction(conn, &work) {
+            Err(e @ Error::Unavailable(_)) if attempt < ATTEMPTS => {
                 tracing::debug!(attempt, error = %e, "retrying transaction");
                 let pause = (5 * u64::from(attempt * attempt)).min(200);
                 let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=pause / 2);
                 std::thread::sleep(Duration::from_millis(pause / 2 + jitter));
             }
-            Err(TxError(e)) => return Err(e),
+            outcome => return outcome,
         }
     }
+}
+
+/// Runs `work` in a transaction once, without retrying: for a caller that has its own
+/// way to go on when the transaction fails.
+pub fn transaction_once<T>(
+    conn: &mut DbConnection,
+    work: impl Fn(&mut DbConnection) -> Result<T>,
+) -> Result<T> {
+    let _turn = SqliteTurn::take(conn);
+    attempt_transaction(conn, &work)
+}
+
+fn attempt_transaction<T>(
+    conn: &mut DbConnection,
+    work: &impl Fn(&mut DbConnection) -> Result<T>,
+) -> Result<T> {
+    conn.transaction(|conn| work(conn).map_err(TxError))
+        .map_err(|TxError(e)| e)
 }
 
 /// Carries a domain error through diesel's transaction, which needs `From<diesel::Error>`.

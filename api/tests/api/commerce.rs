@@ -426,13 +426,33 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
 
     let mut changed = events[0].clone();
     changed["quantity"] = json!(7);
+    let mut newcomer = events[0].clone();
+    newcomer["id"] = json!("newcomer");
     let conflict = app.post(
         "/v1/usage-events",
         Some(&p.token),
-        json!({"events": [changed]}),
+        json!({"events": [newcomer.clone(), changed]}),
     );
     assert_eq!(conflict.problem(409), "usage_event_conflict");
-    assert!(conflict.text.contains("events[0]"));
+    assert!(conflict.text.contains("events[1]"), "{}", conflict.text);
+    // One id twice in a batch with different content is refused the same way.
+    let mut twin = newcomer.clone();
+    twin["quantity"] = json!(9);
+    let twins = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": [newcomer.clone(), twin]}),
+    );
+    assert_eq!(twins.problem(409), "usage_event_conflict");
+    assert!(twins.text.contains("events[1]"), "{}", twins.text);
+    // The refused batches kept nothing: the newcomer is new still, and counted once when
+    // it comes twice with the same content.
+    let alone = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": [newcomer.clone(), newcomer]}),
+    );
+    assert_eq!(alone.json, json!({"accepted": 1, "duplicates": 1}), "{}", alone.text);
 
     let bad_cases = vec![
         (json!({"quantity": "lots"}), "events[1].quantity"),
@@ -523,7 +543,8 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
             .map(|r| r["quantity"].as_i64().unwrap())
             .sum::<i64>()
     };
-    assert_eq!(total("queries"), 200);
+    // 100 events of 2, and the newcomer once.
+    assert_eq!(total("queries"), 202);
     assert_eq!(total("rows_scanned"), 10_000);
     assert_eq!(
         app.get(&format!("/v1/subscriptions/{sid}/usage"), Some(&p.token))

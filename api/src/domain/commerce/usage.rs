@@ -1,7 +1,7 @@
 //! Usage: events providers report for their subscriptions, counted once per id forever, and
 //! the daily totals subscribers and providers read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use diesel::dsl::sql;
@@ -170,47 +170,67 @@ pub fn record(
 ) -> Result<BatchResult> {
     caller.require(Capability::Write)?;
     let events = check_batch(conn, clock, caller, &batch)?;
-    transaction(conn, |conn| {
-        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        let stored: Vec<UsageEvent> = usage_events::table
-            .filter(usage_events::organization_id.eq(&caller.organization_id))
-            .filter(usage_events::id.eq_any(&ids))
-            .select(UsageEvent::as_select())
-            .load(conn)?;
-        let mut seen: HashMap<&str, &UsageEvent> =
-            stored.iter().map(|e| (e.id.as_str(), e)).collect();
-        let mut fresh: Vec<UsageEvent> = Vec::new();
-        let mut duplicates = 0;
-        for (i, e) in events.iter().enumerate() {
-            match seen.get(e.id.as_str()) {
-                Some(earlier) if same_content(earlier, e) => duplicates += 1,
-                Some(_) => {
-                    return Err(Error::Conflict {
-                        code: "usage_event_conflict",
-                        detail: format!(
-                            "events[{i}]: id `{}` was already recorded with other content",
-                            e.id
-                        ),
-                    })
-                }
-                None => {
-                    seen.insert(e.id.as_str(), e);
-                    fresh.push(e.clone());
-                }
+    // An id repeated inside the batch counts once, like a resend.
+    let mut first_of: HashMap<&str, &UsageEvent> = HashMap::new();
+    let mut unique: Vec<UsageEvent> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        match first_of.get(e.id.as_str()) {
+            Some(earlier) if same_content(earlier, e) => {}
+            Some(_) => return Err(conflict(i, &e.id)),
+            None => {
+                first_of.insert(e.id.as_str(), e);
+                unique.push(e.clone());
             }
         }
-        let inserted = schema::usage::insert_new(conn, &fresh)?;
-        if inserted != fresh.len() {
-            // A concurrent batch stored some of these ids first: start over to judge them.
-            return Err(Error::Unavailable(
-                "concurrent usage batch; retrying".into(),
-            ));
+    }
+    transaction(conn, |conn| {
+        // Insert first and judge only what the database skipped: those ids were stored
+        // before (or by a batch that committed a moment ago).
+        let inserted: HashSet<String> = schema::usage::insert_new(conn, &unique)?
+            .into_iter()
+            .collect();
+        let skipped: Vec<&str> = unique
+            .iter()
+            .map(|e| e.id.as_str())
+            .filter(|id| !inserted.contains(*id))
+            .collect();
+        let mut stored: HashMap<String, UsageEvent> = HashMap::new();
+        for chunk in skipped.chunks(500) {
+            stored.extend(
+                usage_events::table
+                    .filter(usage_events::organization_id.eq(&caller.organization_id))
+                    .filter(usage_events::id.eq_any(chunk))
+                    .select(UsageEvent::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(|e| (e.id.clone(), e)),
+            );
+        }
+        for id in &skipped {
+            let Some(earlier) = stored.get(*id) else {
+                // Skipped, yet not visible: a concurrent batch's row. Judge it afresh.
+                return Err(Error::Unavailable(
+                    "concurrent usage batch; retrying".into(),
+                ));
+            };
+            if !same_content(earlier, first_of[id]) {
+                let i = events.iter().position(|e| e.id == *id).unwrap_or(0);
+                // The transaction rolls back: nothing of the batch is kept.
+                return Err(conflict(i, id));
+            }
         }
         Ok(BatchResult {
-            accepted: fresh.len(),
-            duplicates,
+            accepted: inserted.len(),
+            duplicates: events.len() - inserted.len(),
         })
     })
+}
+
+fn conflict(index: usize, id: &str) -> Error {
+    Error::Conflict {
+        code: "usage_event_conflict",
+        detail: format!("events[{index}]: id `{id}` was already recorded with other content"),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

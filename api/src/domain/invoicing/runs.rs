@@ -24,12 +24,16 @@ use crate::domain::audit::{self, Entry};
 use crate::domain::auth::{Caller, Capability};
 use crate::domain::clock::{db_time, utc, Clock};
 use crate::domain::commerce::subscriptions::PriceSnapshot;
-use crate::domain::db::transaction;
+use crate::domain::db::{transaction, transaction_once};
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
 
 /// How many months back a run looks for late charges of finalized periods.
 const LATE_LOOKBACK_MONTHS: usize = 12;
+
+/// Customers billed in one transaction: one commit for many drafts. On SQLite other
+/// writers wait for a chunk, so it is kept to a fraction of a second.
+const CUSTOMERS_PER_TRANSACTION: usize = 100;
 
 #[derive(Debug, Deserialize)]
 pub struct RunRequest {
@@ -119,34 +123,44 @@ pub fn bill_period(
         rates: organization_rates(conn)?,
     };
     let (mut tally, mut failures) = (Tally::default(), Vec::new());
-    let total = by_customer.len();
-    for (done, (customer, subs)) in by_customer.iter().enumerate() {
-        // The first attempt trusts what the run read at its start; a retry (another run or
-        // a finalization got there first) reads the customer's invoices afresh.
-        let attempts = Cell::new(0u32);
-        let built = transaction(conn, |conn| {
-            let fresh = attempts.replace(attempts.get() + 1) > 0;
+    let customers: Vec<(&String, &Vec<Subscription>)> = by_customer.iter().collect();
+    let (total, mut done) = (customers.len(), 0);
+    for chunk in customers.chunks(CUSTOMERS_PER_TRANSACTION) {
+        // Customers are billed many to a transaction, trusting what the run read at its
+        // start; if that fails (one customer's rating, or another run or a finalization
+        // got there first), each of them is billed on its own.
+        let together = transaction_once(conn, |conn| {
             // Drafts are derived data: the run's own record, committed normally at the end,
             // flushes them to disk with it; a crash before that loses only drafts that the
             // next run rebuilds.
             schema::defer_commit_flush(conn)?;
-            build_customer(conn, clock, defaults, customer, subs, &inputs, fresh)
-        });
-        match built {
-            Ok(t) => {
-                tally.created += t.created;
-                tally.updated += t.updated;
-                tally.removed += t.removed;
+            let mut chunk_tally = Tally::default();
+            for (customer, subs) in chunk {
+                let t = build_customer(conn, clock, defaults, customer, subs, &inputs, false)?;
+                tally_merge(&mut chunk_tally, t);
             }
+            Ok(chunk_tally)
+        });
+        match together {
+            Ok(t) => tally_merge(&mut tally, t),
             Err(e) => {
-                tracing::warn!(customer = %customer, error = %e, "billing a customer failed");
-                failures.push(Failure {
-                    customer_id: customer.clone(),
-                    error: e.to_string(),
-                });
+                tracing::debug!(error = %e, "billing customers together failed; one by one");
+                for (customer, subs) in chunk {
+                    match bill_customer(conn, clock, defaults, customer, subs, &inputs) {
+                        Ok(t) => tally_merge(&mut tally, t),
+                        Err(e) => {
+                            tracing::warn!(customer = %customer, error = %e, "billing a customer failed");
+                            failures.push(Failure {
+                                customer_id: customer.to_string(),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
             }
         }
-        progress(done + 1, total);
+        done += chunk.len();
+        progress(done, total);
     }
     let row = BillingRun {
         id: new_id("brun"),
@@ -168,6 +182,24 @@ pub fn bill_period(
         Entry::new("platform", started_by, "billing_run.finished", &row.id),
     )?;
     Ok(run_view(row))
+}
+
+/// Bills one customer in its own transaction; a retry (another run or a finalization got
+/// there first) reads the customer's invoices afresh.
+fn bill_customer(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    defaults: BillingDefaults,
+    customer: &str,
+    subs: &[Subscription],
+    inputs: &RunInputs,
+) -> Result<Tally> {
+    let attempts = Cell::new(0u32);
+    transaction(conn, |conn| {
+        let fresh = attempts.replace(attempts.get() + 1) > 0;
+        schema::defer_commit_flush(conn)?;
+        build_customer(conn, clock, defaults, customer, subs, inputs, fresh)
+    })
 }
 
 pub fn list_runs(
