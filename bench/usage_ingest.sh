@@ -83,6 +83,9 @@ run_backend() { # backend
     log "$b: direct insert, 1 writer"
     d1="$(python3 "$LOAD" direct "$WORK/load-$b" --clients "$CLIENTS" --writers 1 "${target[@]}")"
     [[ "$(json_val "$d1" errors)" == 0 ]] || die "direct insert failed: $(json_val "$d1" first_error)"
+    # Every phase starts from the same table: the HTTP run does not insert on top of the
+    # direct insert's rows.
+    db_sql <<<"DELETE FROM usage_events WHERE organization_id = '$direct_org';" >/dev/null
 
     log "$b: HTTP, $CLIENTS clients"
     if [[ -n "${BENCH_PROFILE:-}" ]]; then

@@ -167,8 +167,10 @@ def direct_client(args):
 
 def direct(a):
     if a.sqlite:
+        # The server's settings: WAL (kept in the file), synchronous NORMAL, foreign keys.
         command = ["sqlite3", "-bail", "-cmd", "PRAGMA busy_timeout = 60000",
-                   "-cmd", "PRAGMA synchronous = NORMAL", a.sqlite]
+                   "-cmd", "PRAGMA synchronous = NORMAL", "-cmd", "PRAGMA foreign_keys = ON",
+                   a.sqlite]
     else:
         command = ["psql", a.postgres, "-q", "-X", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"]
     files = [f"{a.dir}/direct-{c}.sql" for c in range(a.clients)]

@@ -110,6 +110,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             }
         }
     }
+    // Most bodies are fine: parse them in one plain pass, and only when that fails again
+    // while tracking the path, to name the field.
+    if let Ok(value) = serde_json::from_slice::<T>(body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => {

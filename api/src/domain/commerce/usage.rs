@@ -152,7 +152,7 @@ fn check_batch(
             metric: e.metric.clone(),
             quantity: e.quantity,
             occurred_at: db_time(ts),
-            day: ts.format("%Y-%m-%d").to_string(),
+            day: ts.date_naive().to_string(), // YYYY-MM-DD
             received_at: db_time(now),
         });
     }
