@@ -362,9 +362,22 @@ pub mod usage {
 pub mod batch {
     use diesel::prelude::*;
 
-    use crate::models::InvoiceLine;
-    use crate::schema::invoice_lines;
+    use crate::models::{Invoice, InvoiceLine};
+    use crate::schema::{invoice_lines, invoices};
     use crate::DbConnection;
+
+    /// 19 columns a row: 500 rows stay below both databases' bind-parameter limits.
+    pub fn invoices(conn: &mut DbConnection, rows: &[Invoice]) -> QueryResult<usize> {
+        let mut inserted = 0;
+        for chunk in rows.chunks(500) {
+            let insert = diesel::insert_into(invoices::table).values(chunk);
+            inserted += match conn {
+                DbConnection::Postgresql(c) => insert.execute(c)?,
+                DbConnection::Sqlite(c) => insert.execute(c)?,
+            };
+        }
+        Ok(inserted)
+    }
 
     /// 16 columns a row: 500 rows stay below both databases' bind-parameter limits.
     pub fn invoice_lines(conn: &mut DbConnection, rows: &[InvoiceLine]) -> QueryResult<usize> {
@@ -420,24 +433,30 @@ pub mod claim {
     }
 }
 
-/// Row locks for the few writes that must queue behind each other on PostgreSQL (SQLite
-/// writers queue anyway).
-/// Lets the current transaction's commit return before its WAL record reaches the disk
-/// (PostgreSQL `synchronous_commit = off`; SQLite in WAL mode with `synchronous = NORMAL`
-/// already commits without a sync). For work that a later ordinary commit on the same server
-/// makes durable with it: that commit flushes the WAL up to itself, so nothing acknowledged
-/// after it can be lost.
-pub fn defer_commit_flush(conn: &mut DbConnection) -> diesel::QueryResult<()> {
-    use diesel::RunQueryDsl;
+/// Settings for a transaction that writes derived data in bulk (a billing run's drafts) on
+/// PostgreSQL; SQLite needs neither.
+///
+/// - Its commit returns before its WAL record reaches the disk (`synchronous_commit = off`;
+///   SQLite in WAL mode with `synchronous = NORMAL` already commits without a sync). For work
+///   that a later ordinary commit on the same server makes durable with it: that commit
+///   flushes the WAL up to itself, so nothing acknowledged after it can be lost.
+/// - Index scans are preferred (`enable_seqscan = off`). The foreign-key checks of rows
+///   inserted here are planned once per connection, from the statistics of the referenced
+///   tables; a table that was empty when last vacuumed (the invoices of a new deployment, or
+///   after a purge) gets a sequential scan per inserted row, so a run's time would grow with
+///   the square of its size.
+pub fn bulk_derived_writes(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
     match conn {
-        DbConnection::Postgresql(c) => {
-            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
-            Ok(())
-        }
+        DbConnection::Postgresql(c) => c.batch_execute(
+            "SET LOCAL synchronous_commit TO OFF; SET LOCAL enable_seqscan TO OFF",
+        ),
         DbConnection::Sqlite(_) => Ok(()),
     }
 }
 
+/// Row locks for the few writes that must queue behind each other on PostgreSQL (SQLite
+/// writers queue anyway).
 pub mod locks {
     use diesel::prelude::*;
 

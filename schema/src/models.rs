@@ -321,7 +321,7 @@ pub struct BillingRun {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = invoices)]
+#[diesel(table_name = invoices, treat_none_as_default_value = false)]
 pub struct Invoice {
     pub id: String,
     /// The customer.

@@ -132,13 +132,24 @@ pub fn bill_period(
         let together = transaction_once(conn, |conn| {
             // Drafts are derived data: the run's own record, committed normally at the end,
             // flushes them to disk with it; a crash before that loses only drafts that the
-            // next run rebuilds.
-            schema::defer_commit_flush(conn)?;
+            // next run rebuilds. (And their foreign-key checks use indexes: see there.)
+            schema::bulk_derived_writes(conn)?;
             let mut chunk_tally = Tally::default();
+            let mut new_drafts = NewDrafts::default();
             for (customer, subs) in chunk {
-                let t = build_customer(conn, clock, defaults, customer, subs, &inputs, false)?;
+                let t = build_customer(
+                    conn,
+                    clock,
+                    defaults,
+                    customer,
+                    subs,
+                    &inputs,
+                    false,
+                    &mut new_drafts,
+                )?;
                 tally_merge(&mut chunk_tally, t);
             }
+            new_drafts.insert(conn)?;
             Ok(chunk_tally)
         });
         match together {
@@ -197,8 +208,20 @@ fn bill_customer(
     let attempts = Cell::new(0u32);
     transaction(conn, |conn| {
         let fresh = attempts.replace(attempts.get() + 1) > 0;
-        schema::defer_commit_flush(conn)?;
-        build_customer(conn, clock, defaults, customer, subs, inputs, fresh)
+        schema::bulk_derived_writes(conn)?;
+        let mut new_drafts = NewDrafts::default();
+        let tally = build_customer(
+            conn,
+            clock,
+            defaults,
+            customer,
+            subs,
+            inputs,
+            fresh,
+            &mut new_drafts,
+        )?;
+        new_drafts.insert(conn)?;
+        Ok(tally)
     })
 }
 
@@ -444,6 +467,9 @@ fn charges_for(
     Ok(out)
 }
 
+/// Builds the customer's drafts of the month: existing drafts are rewritten at once, new
+/// ones are added to `new_drafts`, which the caller inserts before its transaction ends.
+#[allow(clippy::too_many_arguments)]
 fn build_customer(
     conn: &mut DbConnection,
     clock: &dyn Clock,
@@ -452,6 +478,7 @@ fn build_customer(
     subs: &[Subscription],
     inputs: &RunInputs,
     fresh: bool,
+    new_drafts: &mut NewDrafts,
 ) -> Result<Tally> {
     let now = db_time(clock.now());
     let month = inputs.month;
@@ -501,7 +528,9 @@ fn build_customer(
         };
         tally_merge(
             &mut tally,
-            write_draft(conn, defaults, inputs, &draft, existing, lines, subs)?,
+            write_draft(
+                conn, defaults, inputs, &draft, existing, lines, subs, new_drafts,
+            )?,
         );
     }
     Ok(tally)
@@ -597,8 +626,32 @@ struct Draft<'a> {
     now: NaiveDateTime,
 }
 
-/// Replaces the draft's lines with `lines` and sets its totals (creating the draft, or
-/// removing it when there is nothing to bill).
+/// Drafts a transaction creates, inserted together at its end: two multi-row statements
+/// instead of two for each customer.
+#[derive(Default)]
+struct NewDrafts {
+    invoices: Vec<Invoice>,
+    lines: Vec<InvoiceLine>,
+}
+
+impl NewDrafts {
+    fn insert(self, conn: &mut DbConnection) -> Result<()> {
+        schema::batch::invoices(conn, &self.invoices).map_err(|e| {
+            if schema::is_unique_violation(&e) {
+                // Another run created one a moment ago: retry, and rebuild that one.
+                Error::Unavailable("concurrent billing run".into())
+            } else {
+                e.into()
+            }
+        })?;
+        schema::batch::invoice_lines(conn, &self.lines)?;
+        Ok(())
+    }
+}
+
+/// Replaces the draft's lines with `lines` and sets its totals (creating the draft in
+/// `new_drafts`, or removing it when there is nothing to bill).
+#[allow(clippy::too_many_arguments)]
 fn write_draft(
     conn: &mut DbConnection,
     defaults: BillingDefaults,
@@ -607,11 +660,12 @@ fn write_draft(
     existing: Option<Invoice>,
     lines: Vec<(String, Charge)>,
     subs: &[Subscription],
+    new_drafts: &mut NewDrafts,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
     let amounts: Vec<i64> = lines.iter().map(|(_, c)| c.amount).collect();
     let totals = billing::invoice::totals(&amounts, d.tax_rate_bps).map_err(Error::internal)?;
-    let invoice_id = match existing {
+    let (invoice_id, is_new) = match existing {
         Some(draft) => {
             schema::locks::invoice(conn, &draft.id)?;
             // Locked now: if it was finalized, voided or removed since it was read, start
@@ -643,7 +697,7 @@ fn write_draft(
                 ))
                 .execute(conn)?;
             tally.updated += 1;
-            draft.id
+            (draft.id, false)
         }
         None if lines.is_empty() => return Ok(tally),
         None => {
@@ -668,19 +722,10 @@ fn write_draft(
                 paid_at: None,
                 voided_at: None,
             };
-            diesel::insert_into(invoices::table)
-                .values(&draft)
-                .execute(conn)
-                .map_err(|e| {
-                    if schema::is_unique_violation(&e) {
-                        // Another run created it a moment ago: retry, and rebuild that one.
-                        Error::Unavailable("concurrent billing run".into())
-                    } else {
-                        e.into()
-                    }
-                })?;
+            let id = draft.id.clone();
+            new_drafts.invoices.push(draft);
             tally.created += 1;
-            draft.id
+            (id, true)
         }
     };
     let provider_of: HashMap<&str, &str> = subs
@@ -726,6 +771,10 @@ fn write_draft(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    schema::batch::invoice_lines(conn, &rows)?;
+    if is_new {
+        new_drafts.lines.extend(rows);
+    } else {
+        schema::batch::invoice_lines(conn, &rows)?;
+    }
     Ok(tally)
 }
