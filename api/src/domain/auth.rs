@@ -231,37 +231,53 @@ mod tests {
     }
 }
 
-/// Callers behind access tokens, kept a moment so that a client's burst of requests reads
-/// its user and organization once rather than on every request. An entry lives
-/// [`CallerCache::TTL`]; removing a member on this instance empties the cache at once, and on
-/// other instances an entry outlives the removal by at most the TTL (far less than an access
-/// token's own lifetime). API keys are not kept: revoking one takes effect at once everywhere.
+/// Callers behind access tokens, kept a moment so that a client's burst of requests checks
+/// its token and reads its user and organization once rather than on every request. An
+/// entry is keyed by the exact token that was verified, lives [`CallerCache::TTL`] and never
+/// past the token's own expiry; removing a member on this instance empties the cache at
+/// once, and on other instances an entry outlives the removal by at most the TTL (far less
+/// than an access token's own lifetime). API keys are not kept: revoking one takes effect at
+/// once everywhere.
 #[derive(Debug, Default)]
 pub struct CallerCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedCaller>>,
+}
+
+#[derive(Debug)]
+struct CachedCaller {
+    caller: Caller,
+    /// The token's `exp` (Unix seconds).
+    expires: i64,
+    read_at: std::time::Instant,
 }
 
 impl CallerCache {
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
-    /// Beyond this many users the cache starts over, so it never grows without bound.
+    /// Beyond this many tokens the cache starts over, so it never grows without bound.
     const MAX_ENTRIES: usize = 10_000;
 
-    /// The caller for a token's user and organization, if read less than the TTL ago.
-    pub fn get(&self, user_id: &str, organization_id: &str) -> Option<Caller> {
+    /// The caller behind `token`, if the token was verified and its caller read less than
+    /// the TTL ago, and the token has not expired at `now`.
+    pub fn get(&self, token: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Caller> {
         let entries = self.entries.lock().ok()?;
-        let (caller, read_at) = entries.get(user_id)?;
-        (caller.organization_id == organization_id && read_at.elapsed() < Self::TTL)
-            .then(|| caller.clone())
+        let entry = entries.get(token)?;
+        (entry.read_at.elapsed() < Self::TTL && now.timestamp() < entry.expires)
+            .then(|| entry.caller.clone())
     }
 
-    pub fn put(&self, caller: &Caller) {
+    /// Keeps the caller behind a token just verified (which expires at `expires`).
+    pub fn put(&self, token: &str, expires: i64, caller: &Caller) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= Self::MAX_ENTRIES {
                 entries.clear();
             }
             entries.insert(
-                caller.user_id.clone(),
-                (caller.clone(), std::time::Instant::now()),
+                token.to_string(),
+                CachedCaller {
+                    caller: caller.clone(),
+                    expires,
+                    read_at: std::time::Instant::now(),
+                },
             );
         }
     }

@@ -225,6 +225,8 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
         state
             .db(move |conn| accounts::caller_for_api_key(conn, &credential))
             .await?
+    } else if let Some(caller) = state.callers.get(&credential, state.clock.now()) {
+        caller
     } else {
         if state.tokens.unknown_kid(&credential).is_some() {
             // Another instance may have rotated the signing key since we started.
@@ -232,16 +234,12 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
             state.tokens.learn(keys);
         }
         let claims = state.tokens.verify(&credential, state.clock.now())?;
-        match state.callers.get(&claims.sub, &claims.org) {
-            Some(caller) => caller,
-            None => {
-                let caller = state
-                    .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
-                    .await?;
-                state.callers.put(&caller);
-                caller
-            }
-        }
+        let expires = claims.exp;
+        let caller = state
+            .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
+            .await?;
+        state.callers.put(&credential, expires, &caller);
+        caller
     };
     req.extensions_mut().insert(caller.clone());
     Ok(Some(caller))

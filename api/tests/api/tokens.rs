@@ -129,6 +129,8 @@ fn an_expired_token_is_refused() {
     let (app, ada) = setup();
     assert_eq!(me_status(&app, &ada.token), 200);
     app.clock.advance(chrono::Duration::minutes(16));
+    // Within a second of the first request: the caller is still cached under this token,
+    // and the token's expiry still holds.
     let r = app.get("/v1/me", Some(&ada.token));
     assert_eq!(r.problem(401), "unauthorized");
     // The refresh token still gets a fresh access token.
