@@ -330,10 +330,7 @@ pub mod usage {
     /// Inserts the events whose (sender, id) is new, in multi-row statements; returns the
     /// ids it inserted (the others were stored before, or by a concurrent batch that
     /// committed first).
-    pub fn insert_new(
-        conn: &mut DbConnection,
-        events: &[UsageEvent],
-    ) -> QueryResult<Vec<String>> {
+    pub fn insert_new(conn: &mut DbConnection, events: &[UsageEvent]) -> QueryResult<Vec<String>> {
         let mut inserted = Vec::with_capacity(events.len());
         // 8 columns a row: 500 rows stay far below both bind-parameter limits.
         for chunk in events.chunks(500) {
@@ -441,16 +438,18 @@ pub mod claim {
 ///   that a later ordinary commit on the same server makes durable with it: that commit
 ///   flushes the WAL up to itself, so nothing acknowledged after it can be lost.
 /// - Index scans are preferred (`enable_seqscan = off`). The foreign-key checks of rows
-///   inserted here are planned once per connection, from the statistics of the referenced
-///   tables; a table that was empty when last vacuumed (the invoices of a new deployment, or
-///   after a purge) gets a sequential scan per inserted row, so a run's time would grow with
-///   the square of its size.
+///   inserted here are planned once per connection, from the size of the referenced table
+///   at that moment; a run that starts with few invoices would keep a plan that scans
+///   `invoices` for every line it inserts, so its time would grow with the square of its
+///   size. (A generic plan PostgreSQL makes for a statement inside such a transaction keeps
+///   the preference afterwards on that connection: only the billing run's own statements run
+///   there often enough to get one.)
 pub fn bulk_derived_writes(conn: &mut DbConnection) -> diesel::QueryResult<()> {
     use diesel::connection::SimpleConnection;
     match conn {
-        DbConnection::Postgresql(c) => c.batch_execute(
-            "SET LOCAL synchronous_commit TO OFF; SET LOCAL enable_seqscan TO OFF",
-        ),
+        DbConnection::Postgresql(c) => {
+            c.batch_execute("SET LOCAL synchronous_commit TO OFF; SET LOCAL enable_seqscan TO OFF")
+        }
         DbConnection::Sqlite(_) => Ok(()),
     }
 }
@@ -463,7 +462,7 @@ pub mod locks {
     use crate::schema::invoices;
     use crate::DbConnection;
 
-    /// Locks an invoice row until the transaction ends.
+    /// Locks an invoice row until the transaction ends (`NotFound` if it is gone).
     pub fn invoice(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
         match conn {
             DbConnection::Postgresql(c) => invoices::table

@@ -238,12 +238,13 @@ mod tests {
 /// once, and on other instances an entry outlives the removal by at most the TTL (far less
 /// than an access token's own lifetime). API keys are not kept: revoking one takes effect at
 /// once everywhere.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CallerCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedCaller>>,
+    /// Bumped by [`CallerCache::clear`]: a caller read before a clear is not kept after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug)]
 struct CachedCaller {
     caller: Caller,
     /// The token's `exp` (Unix seconds).
@@ -251,9 +252,20 @@ struct CachedCaller {
     read_at: std::time::Instant,
 }
 
+/// The keys are bearer tokens: never printed.
+impl std::fmt::Debug for CallerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.entries.lock().map(|e| e.len()).unwrap_or_default();
+        f.debug_struct("CallerCache")
+            .field("entries", &entries)
+            .finish()
+    }
+}
+
 impl CallerCache {
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
-    /// Beyond this many tokens the cache starts over, so it never grows without bound.
+    /// Beyond this many tokens the cache drops what is stale, and starts over if that is not
+    /// enough, so it never grows without bound.
     const MAX_ENTRIES: usize = 10_000;
 
     /// The caller behind `token`, if the token was verified and its caller read less than
@@ -265,11 +277,23 @@ impl CallerCache {
             .then(|| entry.caller.clone())
     }
 
-    /// Keeps the caller behind a token just verified (which expires at `expires`).
-    pub fn put(&self, token: &str, expires: i64, caller: &Caller) {
+    /// Where the cache stands; pass it to [`CallerCache::put`] with a caller read after it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps the caller behind a token just verified (which expires at `expires`), unless
+    /// the cache was cleared since `generation` (the caller may have been removed meanwhile).
+    pub fn put(&self, token: &str, expires: i64, caller: &Caller, generation: u64) {
         if let Ok(mut entries) = self.entries.lock() {
+            if self.generation() != generation {
+                return;
+            }
             if entries.len() >= Self::MAX_ENTRIES {
-                entries.clear();
+                entries.retain(|_, e| e.read_at.elapsed() < Self::TTL);
+                if entries.len() >= Self::MAX_ENTRIES {
+                    entries.clear();
+                }
             }
             entries.insert(
                 token.to_string(),
@@ -285,6 +309,8 @@ impl CallerCache {
     /// Forgets every caller (after a change to who is a member).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             entries.clear();
         }
     }

@@ -234,11 +234,11 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Option<Caller>, Error> {
             state.tokens.learn(keys);
         }
         let claims = state.tokens.verify(&credential, state.clock.now())?;
-        let expires = claims.exp;
+        let (expires, generation) = (claims.exp, state.callers.generation());
         let caller = state
             .db(move |conn| accounts::caller_for_token(conn, &claims.sub, &claims.org))
             .await?;
-        state.callers.put(&credential, expires, &caller);
+        state.callers.put(&credential, expires, &caller, generation);
         caller
     };
     req.extensions_mut().insert(caller.clone());

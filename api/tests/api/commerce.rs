@@ -431,7 +431,7 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
     let conflict = app.post(
         "/v1/usage-events",
         Some(&p.token),
-        json!({"events": [newcomer.clone(), changed]}),
+        json!({"events": [newcomer.clone(), changed.clone()]}),
     );
     assert_eq!(conflict.problem(409), "usage_event_conflict");
     assert!(conflict.text.contains("events[1]"), "{}", conflict.text);
@@ -445,6 +445,17 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
     );
     assert_eq!(twins.problem(409), "usage_event_conflict");
     assert!(twins.text.contains("events[1]"), "{}", twins.text);
+    // Both kinds at once: the first conflicting event is named (events[0] differs from
+    // what is stored, before events[1] differs from events[0]).
+    let mut changed_again = events[0].clone();
+    changed_again["quantity"] = json!(9);
+    let both = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": [changed.clone(), changed_again]}),
+    );
+    assert_eq!(both.problem(409), "usage_event_conflict");
+    assert!(both.text.contains("events[0]"), "{}", both.text);
     // The refused batches kept nothing: the newcomer is new still, and counted once when
     // it comes twice with the same content.
     let alone = app.post(
@@ -452,7 +463,12 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
         Some(&p.token),
         json!({"events": [newcomer.clone(), newcomer]}),
     );
-    assert_eq!(alone.json, json!({"accepted": 1, "duplicates": 1}), "{}", alone.text);
+    assert_eq!(
+        alone.json,
+        json!({"accepted": 1, "duplicates": 1}),
+        "{}",
+        alone.text
+    );
 
     let bad_cases = vec![
         (json!({"quantity": "lots"}), "events[1].quantity"),

@@ -170,19 +170,25 @@ pub fn record(
 ) -> Result<BatchResult> {
     caller.require(Capability::Write)?;
     let events = check_batch(conn, clock, caller, &batch)?;
-    // An id repeated inside the batch counts once, like a resend.
-    let mut first_of: HashMap<&str, &UsageEvent> = HashMap::new();
+    // An id repeated inside the batch counts once, like a resend; with other content it is
+    // a conflict (reported below with any against stored events, whichever comes first).
+    let mut first_of: HashMap<&str, (usize, &UsageEvent)> = HashMap::new();
     let mut unique: Vec<UsageEvent> = Vec::with_capacity(events.len());
+    let mut repeated_conflict: Option<usize> = None;
     for (i, e) in events.iter().enumerate() {
         match first_of.get(e.id.as_str()) {
-            Some(earlier) if same_content(earlier, e) => {}
-            Some(_) => return Err(conflict(i, &e.id)),
+            Some((_, earlier)) if same_content(earlier, e) => {}
+            Some(_) => {
+                repeated_conflict.get_or_insert(i);
+            }
             None => {
-                first_of.insert(e.id.as_str(), e);
+                first_of.insert(e.id.as_str(), (i, e));
                 unique.push(e.clone());
             }
         }
     }
+    // Concurrent batches with shared ids insert them in the same order (no deadlock).
+    unique.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     transaction(conn, |conn| {
         // Insert first and judge only what the database skipped: those ids were stored
         // before (or by a batch that committed a moment ago).
@@ -206,6 +212,7 @@ pub fn record(
                     .map(|e| (e.id.clone(), e)),
             );
         }
+        let mut first_conflict = repeated_conflict;
         for id in &skipped {
             let Some(earlier) = stored.get(*id) else {
                 // Skipped, yet not visible: a concurrent batch's row. Judge it afresh.
@@ -213,11 +220,14 @@ pub fn record(
                     "concurrent usage batch; retrying".into(),
                 ));
             };
-            if !same_content(earlier, first_of[id]) {
-                let i = events.iter().position(|e| e.id == *id).unwrap_or(0);
-                // The transaction rolls back: nothing of the batch is kept.
-                return Err(conflict(i, id));
+            let (i, event) = first_of[id];
+            if !same_content(earlier, event) && first_conflict.is_none_or(|c| i < c) {
+                first_conflict = Some(i);
             }
+        }
+        if let Some(i) = first_conflict {
+            // The transaction rolls back: nothing of the batch is kept.
+            return Err(conflict(i, &events[i].id));
         }
         Ok(BatchResult {
             accepted: inserted.len(),

@@ -667,7 +667,13 @@ fn write_draft(
     let totals = billing::invoice::totals(&amounts, d.tax_rate_bps).map_err(Error::internal)?;
     let (invoice_id, is_new) = match existing {
         Some(draft) => {
-            schema::locks::invoice(conn, &draft.id)?;
+            schema::locks::invoice(conn, &draft.id).map_err(|e| match e {
+                // Removed since the run read it (by another run): start over.
+                diesel::result::Error::NotFound => {
+                    Error::Unavailable("the draft changed during the run".into())
+                }
+                e => e.into(),
+            })?;
             // Locked now: if it was finalized, voided or removed since it was read, start
             // over from what the database holds.
             let status: Option<String> = invoices::table
