@@ -267,12 +267,18 @@ fn usage_totals(
         }
     }
     let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
-    // `day` bounds the index range; `occurred_at` is the exact rule.
-    macro_rules! in_month {
+    // `occurred_at` is the rule. Reads of chosen subscriptions are bounded by `day` as well,
+    // the third column of the usage index after (subscription, metric); the whole month's
+    // read scans the table either way, where comparing `day` too would only cost time.
+    macro_rules! days_of_month {
         ($q:expr) => {
             $q.filter(usage_events::day.ge(day(month.start())))
                 .filter(usage_events::day.lt(day(month.end())))
-                .filter(usage_events::occurred_at.ge(month.start()))
+        };
+    }
+    macro_rules! in_month {
+        ($q:expr) => {
+            $q.filter(usage_events::occurred_at.ge(month.start()))
                 .filter(usage_events::occurred_at.lt(month.end()))
                 .group_by((usage_events::subscription_id, usage_events::metric))
                 .select((
@@ -291,22 +297,24 @@ fn usage_totals(
         let ids: Vec<&str> = whole_month.iter().copied().collect();
         for chunk in ids.chunks(500) {
             rows.extend(
-                in_month!(usage_events::table.filter(usage_events::subscription_id.eq_any(chunk)))
-                    .load::<(String, String, i64)>(conn)?,
+                in_month!(days_of_month!(
+                    usage_events::table.filter(usage_events::subscription_id.eq_any(chunk))
+                ))
+                .load::<(String, String, i64)>(conn)?,
             );
         }
     }
     // The whole month's read holds every subscription's usage: keep the ones it is for.
     rows.retain(|(subscription, _, _)| whole_month.contains(subscription.as_str()));
     for chunk in from_anchor.chunks(500) {
-        let anchored: Vec<(String, String, i64)> = in_month!(usage_events::table
+        let anchored: Vec<(String, String, i64)> = in_month!(days_of_month!(usage_events::table
             .inner_join(subscriptions::table)
             .filter(usage_events::subscription_id.eq_any(chunk))
             .filter(
                 usage_events::occurred_at
                     .nullable()
                     .ge(subscriptions::billing_anchor),
-            ))
+            )))
         .load(conn)?;
         rows.extend(anchored);
     }
