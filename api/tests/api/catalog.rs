@@ -108,6 +108,27 @@ fn a_provider_creates_prices_and_publishes_a_listing() {
     assert_eq!(patched.status, 200, "{}", patched.text);
     assert_eq!(patched.json["title"], "Weather v2");
     assert_eq!(patched.json["summary"], "Hourly observations");
+    assert_eq!(
+        patched.json["description_html"],
+        "<h1>Data</h1>\n<p>Stations.</p>\n"
+    );
+    // A new description is shown rendered anew (rendered descriptions are kept per listing).
+    let described = app.send(
+        Method::PATCH,
+        &format!("/v1/listings/{id}"),
+        Some(&p.token),
+        Some(&json!({"description": "## Hourly *data*"})),
+        &[],
+    );
+    assert_eq!(
+        described.json["description_html"], "<h2>Hourly <em>data</em></h2>\n",
+        "{}",
+        described.text
+    );
+    assert_eq!(
+        app.get(&format!("/v1/listings/{id}"), Some(&p.token)).json["description_html"],
+        "<h2>Hourly <em>data</em></h2>\n"
+    );
 
     let archived = app.post(
         &format!("/v1/listings/{id}/archive"),

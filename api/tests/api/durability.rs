@@ -19,18 +19,36 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A server process, killed (SIGKILL) when dropped: also when the test fails midway.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The real binary, as an operator runs it, on the test's database.
-fn serve(db: &TestDb, data_dir: &std::path::Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_marketplace"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("MARKETPLACE_DATABASE_URL", &db.url)
-        .env("MARKETPLACE_DATA_DIR", data_dir)
-        .env("MARKETPLACE_AUTH_RATE_LIMIT", "100000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("marketplace starts");
+fn serve(db: &TestDb, data_dir: &std::path::Path, port: u16) -> Server {
+    let child = Server(
+        Command::new(env!("CARGO_BIN_EXE_marketplace"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MARKETPLACE_DATABASE_URL", &db.url)
+            .env("MARKETPLACE_DATA_DIR", data_dir)
+            .env("MARKETPLACE_AUTH_RATE_LIMIT", "100000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("marketplace starts"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).is_err() {
         assert!(Instant::now() < deadline, "server did not come up");
@@ -134,8 +152,7 @@ fn acknowledged_usage_survives_a_sigkill_and_counts_once() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    server.kill().expect("SIGKILL");
-    server.wait().unwrap();
+    server.kill(); // SIGKILL
     stop.store(true, Ordering::SeqCst);
     let sent: usize = senders
         .into_iter()
@@ -181,7 +198,6 @@ fn acknowledged_usage_survives_a_sigkill_and_counts_once() {
         .map(|r| r["quantity"].as_i64().unwrap())
         .sum();
     assert_eq!(total, stored as i64, "each event counted exactly once");
-    server.kill().ok();
-    server.wait().ok();
+    server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -190,7 +190,7 @@ pub fn view(
         None
     };
     Ok(ListingView {
-        description_html: markdown::render(&l.description),
+        description_html: markdown::render_listing(&l.id, &l.description),
         categories: serde_json::from_str(&l.categories).unwrap_or_default(),
         tags: serde_json::from_str(&l.tags).unwrap_or_default(),
         provider: OrganizationRef {
