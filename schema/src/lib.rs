@@ -363,30 +363,28 @@ pub mod batch {
     use crate::schema::{invoice_lines, invoices};
     use crate::DbConnection;
 
-    /// 19 columns a row: 500 rows stay below both databases' bind-parameter limits.
-    pub fn invoices(conn: &mut DbConnection, rows: &[Invoice]) -> QueryResult<usize> {
-        let mut inserted = 0;
-        for chunk in rows.chunks(500) {
-            let insert = diesel::insert_into(invoices::table).values(chunk);
-            inserted += match conn {
-                DbConnection::Postgresql(c) => insert.execute(c)?,
-                DbConnection::Sqlite(c) => insert.execute(c)?,
-            };
-        }
-        Ok(inserted)
+    /// Inserts `rows` into `table`, 500 rows a statement: with 19 columns a row or fewer,
+    /// below both databases' bind-parameter limits.
+    macro_rules! insert_in_chunks {
+        ($conn:expr, $table:expr, $rows:expr) => {{
+            let mut inserted = 0;
+            for chunk in $rows.chunks(500) {
+                let insert = diesel::insert_into($table).values(chunk);
+                inserted += match &mut *$conn {
+                    DbConnection::Postgresql(c) => insert.execute(c)?,
+                    DbConnection::Sqlite(c) => insert.execute(c)?,
+                };
+            }
+            Ok(inserted)
+        }};
     }
 
-    /// 16 columns a row: 500 rows stay below both databases' bind-parameter limits.
+    pub fn invoices(conn: &mut DbConnection, rows: &[Invoice]) -> QueryResult<usize> {
+        insert_in_chunks!(conn, invoices::table, rows)
+    }
+
     pub fn invoice_lines(conn: &mut DbConnection, rows: &[InvoiceLine]) -> QueryResult<usize> {
-        let mut inserted = 0;
-        for chunk in rows.chunks(500) {
-            let insert = diesel::insert_into(invoice_lines::table).values(chunk);
-            inserted += match conn {
-                DbConnection::Postgresql(c) => insert.execute(c)?,
-                DbConnection::Sqlite(c) => insert.execute(c)?,
-            };
-        }
-        Ok(inserted)
+        insert_in_chunks!(conn, invoice_lines::table, rows)
     }
 }
 

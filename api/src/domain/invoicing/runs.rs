@@ -121,6 +121,7 @@ pub fn bill_period(
         offer_names: offer_names(conn)?,
         invoices: live_invoices(conn, month)?,
         rates: organization_rates(conn)?,
+        defaults,
     };
     let (mut tally, mut failures) = (Tally::default(), Vec::new());
     let customers: Vec<(&String, &Vec<Subscription>)> = by_customer.iter().collect();
@@ -137,16 +138,8 @@ pub fn bill_period(
             let mut chunk_tally = Tally::default();
             let mut new_drafts = NewDrafts::default();
             for (customer, subs) in chunk {
-                let t = build_customer(
-                    conn,
-                    clock,
-                    defaults,
-                    customer,
-                    subs,
-                    &inputs,
-                    false,
-                    &mut new_drafts,
-                )?;
+                let t =
+                    build_customer(conn, clock, customer, subs, &inputs, false, &mut new_drafts)?;
                 tally_merge(&mut chunk_tally, t);
             }
             new_drafts.insert(conn)?;
@@ -157,7 +150,7 @@ pub fn bill_period(
             Err(e) => {
                 tracing::debug!(error = %e, "billing customers together failed; one by one");
                 for (customer, subs) in chunk {
-                    match bill_customer(conn, clock, defaults, customer, subs, &inputs) {
+                    match bill_customer(conn, clock, customer, subs, &inputs) {
                         Ok(t) => tally_merge(&mut tally, t),
                         Err(e) => {
                             tracing::warn!(customer = %customer, error = %e, "billing a customer failed");
@@ -200,7 +193,6 @@ pub fn bill_period(
 fn bill_customer(
     conn: &mut DbConnection,
     clock: &dyn Clock,
-    defaults: BillingDefaults,
     customer: &str,
     subs: &[Subscription],
     inputs: &RunInputs,
@@ -210,16 +202,7 @@ fn bill_customer(
         let fresh = attempts.replace(attempts.get() + 1) > 0;
         schema::bulk_derived_writes(conn)?;
         let mut new_drafts = NewDrafts::default();
-        let tally = build_customer(
-            conn,
-            clock,
-            defaults,
-            customer,
-            subs,
-            inputs,
-            fresh,
-            &mut new_drafts,
-        )?;
+        let tally = build_customer(conn, clock, customer, subs, inputs, fresh, &mut new_drafts)?;
         new_drafts.insert(conn)?;
         Ok(tally)
     })
@@ -346,9 +329,27 @@ struct RunInputs {
     invoices: HashMap<(String, String, String), Invoice>,
     /// Each organization's own tax rate and marketplace fee, where set.
     rates: HashMap<String, Rates>,
+    /// The rates of organizations without their own.
+    defaults: BillingDefaults,
 }
 
 impl RunInputs {
+    /// The tax rate on `customer`'s invoices, basis points.
+    fn tax_rate_bps(&self, customer: &str) -> i32 {
+        self.rates
+            .get(customer)
+            .and_then(|(tax, _)| *tax)
+            .unwrap_or(self.defaults.tax_rate_bps)
+    }
+
+    /// The marketplace's fee on `provider`'s revenue, basis points.
+    fn fee_bps(&self, provider: &str) -> i32 {
+        self.rates
+            .get(provider)
+            .and_then(|(_, fee)| *fee)
+            .unwrap_or(self.defaults.fee_bps)
+    }
+
     /// The customer's live invoice for a period and currency: from the run's start, or
     /// (`fresh`) from the database now.
     fn invoice(
@@ -477,11 +478,9 @@ fn charges_for(
 
 /// Builds the customer's drafts of the month: existing drafts are rewritten at once, new
 /// ones are added to `new_drafts`, which the caller inserts before its transaction ends.
-#[allow(clippy::too_many_arguments)]
 fn build_customer(
     conn: &mut DbConnection,
     clock: &dyn Clock,
-    defaults: BillingDefaults,
     customer: &str,
     subs: &[Subscription],
     inputs: &RunInputs,
@@ -501,11 +500,7 @@ fn build_customer(
             .or_default()
             .push(b);
     }
-    let tax_rate_bps = inputs
-        .rates
-        .get(customer)
-        .and_then(|(tax, _)| *tax)
-        .unwrap_or(defaults.tax_rate_bps);
+    let tax_rate_bps = inputs.tax_rate_bps(customer);
     let mut tally = Tally::default();
     for (currency, group) in by_currency {
         let existing = inputs.invoice(conn, fresh, customer, month, &currency)?;
@@ -536,9 +531,7 @@ fn build_customer(
         };
         tally_merge(
             &mut tally,
-            write_draft(
-                conn, defaults, inputs, &draft, existing, lines, subs, new_drafts,
-            )?,
+            write_draft(conn, inputs, &draft, existing, lines, subs, new_drafts)?,
         );
     }
     Ok(tally)
@@ -659,10 +652,8 @@ impl NewDrafts {
 
 /// Replaces the draft's lines with `lines` and sets its totals (creating the draft in
 /// `new_drafts`, or removing it when there is nothing to bill).
-#[allow(clippy::too_many_arguments)]
 fn write_draft(
     conn: &mut DbConnection,
-    defaults: BillingDefaults,
     inputs: &RunInputs,
     d: &Draft<'_>,
     existing: Option<Invoice>,
@@ -755,11 +746,7 @@ fn write_draft(
                 .copied()
                 .unwrap_or_default()
                 .to_string();
-            let fee_bps = inputs
-                .rates
-                .get(&provider)
-                .and_then(|(_, fee)| *fee)
-                .unwrap_or(defaults.fee_bps);
+            let fee_bps = inputs.fee_bps(&provider);
             let source = if c.key.starts_with("late:") {
                 format!("late_{}", c.source.as_str())
             } else {
