@@ -26,14 +26,18 @@
 #             signed-in reader adds the listings shared with its organization)
 #
 # Each variant runs on a freshly started server, so slow requests a variant leaves behind do
-# not weigh on the next; requests unanswered after BENCH_TIMEOUT count as timeouts. Before the
+# not weigh on the next; requests unanswered after BENCH_TIMEOUT count as timeouts. Each runs
+# twice: with the catalog page cache as configured by default, and with it off
+# (MARKETPLACE_CATALOG_CACHE_MS=0), when every request runs its search. The server's
+# catalog_pages_total metric tells how the pages were served (searched for the request, from
+# the cache, or from the cache while searched anew). Before the
 # variants, one request at a time for words of five frequencies (relevance), at most
 # BENCH_SINGLE_MAX seconds each.
 #
 # Knobs: BENCH_LISTINGS (100000), BENCH_DURATION (15s), BENCH_WARMUP (3s), BENCH_CONNECTIONS
-# (32), BENCH_THREADS (2), BENCH_VARIANTS (all), BENCH_TIMEOUT (10s), BENCH_SINGLE_MAX (60),
-# and those of bench/lib.sh. A benchmark, not a test: exits 0 whatever the numbers. wrk
-# shares the machine's cores with the server.
+# (32), BENCH_THREADS (2), BENCH_VARIANTS (all), BENCH_CACHE ("on off"), BENCH_TIMEOUT (10s),
+# BENCH_SINGLE_MAX (60), and those of bench/lib.sh. A benchmark, not a test: exits 0 whatever
+# the numbers. wrk shares the machine's cores with the server.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -45,6 +49,7 @@ THREADS="${BENCH_THREADS:-2}"
 VARIANTS="${BENCH_VARIANTS:-mixed common category newest tag_title browse mixed_signed_in}"
 TIMEOUT="${BENCH_TIMEOUT:-10s}"
 SINGLE_MAX="${BENCH_SINGLE_MAX:-60}"
+CACHE_MODES="${BENCH_CACHE:-on off}"
 
 apt_install wrk wrk
 for tool in python3 sqlite3 psql curl jq; do command -v "$tool" >/dev/null || die "$tool is required"; done
@@ -103,11 +108,18 @@ SQL
 }
 
 # Runs one variant on a freshly started server (so requests a previous variant left running
-# cannot slow it); appends a result line to $WORK/results.
-measure() { # backend variant paths-file [wrk args...]
-    local backend="$1" variant="$2" paths="$3" out line
-    shift 3
-    start_marketplace
+# cannot slow it), with the page cache on (the default settings) or off; appends a result
+# line to $WORK/results, with how the server says it served the catalog pages (searched,
+# from the cache, from the cache while searched anew) and how many searches it ran (warm-up
+# included).
+measure() { # backend variant cache(on|off) paths-file [wrk args...]
+    local backend="$1" variant="$2" cache="$3" paths="$4" out line served
+    shift 4
+    if [[ "$cache" == off ]]; then
+        start_marketplace MARKETPLACE_CATALOG_CACHE_MS=0
+    else
+        start_marketplace
+    fi
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" \
         -s "$BENCH_ROOT/bench/rotate.lua" "$@" "$BASE" -- "$paths" >/dev/null
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency \
@@ -116,10 +128,17 @@ measure() { # backend variant paths-file [wrk args...]
     val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" ${line#BENCH }"; }
     local timeouts
     timeouts="$(sed -n 's/.*timeout:\([0-9]*\).*/\1/p' <<<"$line")"
-    echo "$backend $variant $(val rps) $(val p50_us) $(val p95_us) $(val p99_us) $(val requests) $(val errors) $timeouts $(cut -d' ' -f1 /proc/loadavg)" \
+    served="$(curl -sS "$BASE/metrics" | awk '
+        /^catalog_pages_total\{source="search"\}/ { s = $2 }
+        /^catalog_pages_total\{source="cache"\}/ { c = $2 }
+        /^catalog_pages_total\{source="stale"\}/ { t = $2 }
+        /^catalog_searches_total/ { r = $2 }
+        END { printf "%d/%d/%d/%d", s, c, t, r }')"
+    echo "$backend $variant $cache $(val rps) $(val p50_us) $(val p95_us) $(val p99_us) $(val requests) $(val errors) $timeouts $served $(cut -d' ' -f1 /proc/loadavg)" \
         >>"$WORK/results"
-    log "  $backend $variant: $(printf '%.0f' "$(val rps)") req/s, p50 $(val p50_us) us," \
-        "p95 $(val p95_us) us, p99 $(val p99_us) us, errors $(val errors) ($(val detail))"
+    log "  $backend $variant (cache $cache): $(printf '%.0f' "$(val rps)") req/s, p50 $(val p50_us) us," \
+        "p95 $(val p95_us) us, p99 $(val p99_us) us, errors $(val errors) ($(val detail));" \
+        "pages searched/cached/stale, searches run: $served"
     RSS_AFTER["$backend"]="$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status")"
     stop_marketplace
 }
@@ -160,12 +179,15 @@ run_backend() { # backend
     stop_marketplace
     single_requests "$backend"
     for variant in $VARIANTS; do
-        case "$variant" in
-            mixed_signed_in)
-                measure "$backend" "$variant" "$CAT/paths-mixed.txt" -H "Authorization: Bearer $token"
-                ;;
-            *) measure "$backend" "$variant" "$CAT/paths-$variant.txt" ;;
-        esac
+        for cache in $CACHE_MODES; do
+            case "$variant" in
+                mixed_signed_in)
+                    measure "$backend" "$variant" "$cache" "$CAT/paths-mixed.txt" \
+                        -H "Authorization: Bearer $token"
+                    ;;
+                *) measure "$backend" "$variant" "$cache" "$CAT/paths-$variant.txt" ;;
+            esac
+        done
     done
 }
 
@@ -200,21 +222,25 @@ cat <<EOF
 Load: per variant a freshly started server, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout $TIMEOUT --latency after a
 $WARMUP warm-up, rotating over the variant's query paths (bench/rotate.lua); default page size (50),
 default workers and pool. Percentiles are over the requests that completed; "timeouts" are
-requests still unanswered after $TIMEOUT (wrk leaves them out of the percentiles).
+requests still unanswered after $TIMEOUT (wrk leaves them out of the percentiles). "page cache":
+on is the default settings (MARKETPLACE_CATALOG_CACHE_MS=5000), off is
+MARKETPLACE_CATALOG_CACHE_MS=0; "pages searched / cached / stale" counts how the server served
+the catalog pages of the run and its warm-up (catalog_pages_total), and "searches run" all
+searches, those run to refresh cached pages included (catalog_searches_total).
 Load average before/after: $LOAD_START / $LOAD_END (1-min load average at the end of each run in the last column).
 
-| backend | query | req/s | p50 ms | p95 ms | p99 ms | requests | timeouts | other errors | load |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| backend | query | page cache | req/s | p50 ms | p95 ms | p99 ms | requests | timeouts | other errors | pages searched / cached / stale / searches run | load |
+| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
-while read -r backend variant rps p50 p95 p99 requests errors timeouts load; do
+while read -r backend variant cache rps p50 p95 p99 requests errors timeouts served load; do
     if [[ "$requests" == 0 ]]; then
-        printf '| %s | %s | 0 | no request completed | | | 0 | %s | %s | %s |\n' "$backend" \
-            "$(label "$variant")" "$timeouts" "$((errors - timeouts))" "$load"
+        printf '| %s | %s | %s | 0 | no request completed | | | 0 | %s | %s | %s | %s |\n' "$backend" \
+            "$(label "$variant")" "$cache" "$timeouts" "$((errors - timeouts))" "${served//\// \/ }" "$load"
         continue
     fi
-    printf '| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s |\n' "$backend" "$(label "$variant")" "$rps" \
-        "$(calc '%.1f' "$p50 / 1000")" "$(calc '%.1f' "$p95 / 1000")" "$(calc '%.1f' "$p99 / 1000")" \
-        "$requests" "$timeouts" "$((errors - timeouts))" "$load"
+    printf '| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$backend" "$(label "$variant")" \
+        "$cache" "$rps" "$(calc '%.1f' "$p50 / 1000")" "$(calc '%.1f' "$p95 / 1000")" \
+        "$(calc '%.1f' "$p99 / 1000")" "$requests" "$timeouts" "$((errors - timeouts))" "${served//\// \/ }" "$load"
 done <"$WORK/results"
 cat <<EOF
 

@@ -140,6 +140,16 @@ pub struct ServeSettings {
     #[arg(long, env = "MARKETPLACE_OUTBOX_POLL_MS", default_value_t = 1000)]
     pub outbox_poll_ms: u64,
 
+    /// Milliseconds a catalog page (`GET /v1/listings` without `mine`) is served from memory;
+    /// a listing written through this instance shows at once, one written through another
+    /// instance within this time. 0 turns the cache off.
+    #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MS", default_value_t = 5000)]
+    pub catalog_cache_ms: u64,
+
+    /// Memory for cached catalog pages, in MiB.
+    #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MIB", default_value_t = 64)]
+    pub catalog_cache_mib: u64,
+
     /// Payment collection (Stripe) and the grace period before unpaid invoices suspend grants.
     #[command(flatten)]
     pub payments: PaymentSettings,
@@ -259,6 +269,8 @@ impl Default for ServeSettings {
             webhook_allow_private: false,
             // Tests deliver the outbox when they choose.
             outbox_poll_ms: 0,
+            catalog_cache_ms: 5000,
+            catalog_cache_mib: 64,
             payments: PaymentSettings::default(),
         }
     }

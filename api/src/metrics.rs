@@ -1,7 +1,9 @@
 //! Prometheus metrics: requests by route and status, latencies, pool state.
 
+use crate::domain::catalog::pages::Served;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -10,6 +12,8 @@ pub struct Metrics {
     latency: HistogramVec,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
+    catalog_pages: IntCounterVec,
+    catalog_searches: IntCounter,
 }
 
 impl Metrics {
@@ -38,11 +42,26 @@ impl Metrics {
             .expect("valid metric");
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")
             .expect("valid metric");
+        let catalog_pages = IntCounterVec::new(
+            Opts::new(
+                "catalog_pages_total",
+                "Catalog pages served: searched for the request, from the page cache, or from the cache while searched anew",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let catalog_searches = IntCounter::new(
+            "catalog_searches_total",
+            "Catalog searches run, for a request or to refresh a cached page",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
+            Box::new(catalog_pages.clone()),
+            Box::new(catalog_searches.clone()),
         ] {
             registry
                 .register(collector)
@@ -54,7 +73,22 @@ impl Metrics {
             latency,
             pool_connections,
             pool_idle,
+            catalog_pages,
+            catalog_searches,
         }
+    }
+
+    pub fn catalog_page(&self, served: Served) {
+        let source = match served {
+            Served::Computed => "search",
+            Served::Cached => "cache",
+            Served::Stale => "stale",
+        };
+        self.catalog_pages.with_label_values(&[source]).inc();
+    }
+
+    pub fn catalog_search(&self) {
+        self.catalog_searches.inc();
     }
 
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -8,6 +8,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use schema::{DbConnection, DbPool};
 
 use crate::config::ServeSettings;
+use crate::domain::catalog::pages::CatalogPages;
 use crate::domain::clock::SharedClock;
 use crate::domain::storage::Storage;
 use crate::domain::tokens::TokenKeys;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub public_url: String,
     /// Callers behind access tokens, read moments ago.
     pub callers: crate::domain::auth::CallerCache,
+    /// Catalog pages computed moments ago.
+    pub catalog_pages: CatalogPages,
 }
 
 impl AppState {
@@ -49,6 +52,10 @@ impl AppState {
             metrics: Metrics::new(),
             storage,
             public_url,
+            catalog_pages: CatalogPages::new(
+                std::time::Duration::from_millis(settings.catalog_cache_ms),
+                settings.catalog_cache_mib.saturating_mul(1024 * 1024),
+            ),
             settings,
             callers: Default::default(),
         }

@@ -18,7 +18,7 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The body is not JSON at all.
     #[error("malformed request body: {0}")]

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::extract::{Authenticated, JsonBody, MaybeAuthenticated, PageQuery};
-use super::respond::{created, json};
+use super::respond::{created, json, json_body, json_bytes};
 use crate::domain::catalog::data::{self, NewDataset, NewRevision, RevokeRevision};
 use crate::domain::catalog::listing::{
     self, CatalogParams, CatalogQuery, ListingChanges, NewListing,
@@ -26,6 +26,7 @@ pub async fn create_listing(
     let view = state
         .db(move |conn| listing::create(conn, clock.as_ref(), &caller, body))
         .await?;
+    state.catalog_pages.listings_changed();
     Ok(created(&view))
 }
 
@@ -53,10 +54,22 @@ pub async fn list_listings(
         None | Some("false") => {
             let reader = who.reader()?;
             let query = CatalogQuery::parse(&params)?;
-            let listings = state
-                .db(move |conn| listing::search(conn, reader.as_deref(), &query))
+            let search = || {
+                let (state, reader, query) = (state.clone(), reader.clone(), query.clone());
+                async move {
+                    state.metrics.catalog_search();
+                    let listings = state
+                        .db(move |conn| listing::search(conn, reader.as_deref(), &query))
+                        .await?;
+                    json_bytes(&listings)
+                }
+            };
+            let (page, served) = state
+                .catalog_pages
+                .get_or_compute(reader.clone(), query.clone(), search)
                 .await?;
-            Ok(json(&listings))
+            state.metrics.catalog_page(served);
+            Ok(json_body(page))
         }
         Some(_) => Err(Error::validation("mine", "must be true or false")),
     }
@@ -80,6 +93,7 @@ pub async fn update_listing(
     let view = state
         .db(move |conn| listing::update(conn, clock.as_ref(), &caller, &id, body))
         .await?;
+    state.catalog_pages.listings_changed();
     Ok(json(&view))
 }
 
@@ -92,6 +106,7 @@ pub async fn publish_listing(
     let view = state
         .db(move |conn| listing::publish(conn, clock.as_ref(), &caller, &id))
         .await?;
+    state.catalog_pages.listings_changed();
     Ok(json(&view))
 }
 
@@ -104,6 +119,7 @@ pub async fn archive_listing(
     let view = state
         .db(move |conn| listing::archive(conn, clock.as_ref(), &caller, &id))
         .await?;
+    state.catalog_pages.listings_changed();
     Ok(json(&view))
 }
 

@@ -597,6 +597,56 @@ fn listing_fields_are_validated() {
     );
 }
 
+/// Catalog pages are kept in memory for a few seconds; a listing written through the server
+/// shows in them at once, and what one organization's page holds never reaches another.
+#[test]
+fn catalog_pages_show_listing_changes_at_once() {
+    let app = TestApp::spawn();
+    let p = app.signup();
+    let b = app.signup();
+    let id = published(&app, &p, listing_body("Tidal gauges", "public"));
+    let page = |token: Option<&str>| app.get("/v1/listings?q=tidal", token);
+    let first = page(None);
+    assert_eq!(ids(&first), vec![id.clone()]);
+    assert_eq!(page(None).text, first.text, "the same page again");
+    assert!(
+        app.get("/metrics", None)
+            .text
+            .contains(r#"catalog_pages_total{source="cache"} 1"#),
+        "the second read came from the page cache"
+    );
+    assert!(app
+        .get("/metrics", None)
+        .text
+        .contains("catalog_searches_total 1"));
+
+    let patch = |body: Value| {
+        let path = format!("/v1/listings/{id}");
+        app.send(Method::PATCH, &path, Some(&p.token), Some(&body), &[])
+    };
+    let patched = patch(json!({"title": "Tidal gauges, hourly"}));
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(page(None).json["data"][0]["title"], "Tidal gauges, hourly");
+
+    // Made private for B: gone for anonymous readers, shown to B, and each keeps its page.
+    let private = patch(json!({"visibility": "private", "allowed_organization_ids": [b.org_id]}));
+    assert_eq!(private.status, 200, "{}", private.text);
+    assert!(ids(&page(Some(&b.token))).contains(&id));
+    assert!(ids(&page(None)).is_empty());
+    assert!(ids(&page(Some(&b.token))).contains(&id));
+
+    let second = published(&app, &p, listing_body("Tidal currents", "public"));
+    assert_eq!(ids(&page(None)), vec![second.clone()]);
+
+    let archived = app.post(
+        &format!("/v1/listings/{id}/archive"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(archived.status, 200, "{}", archived.text);
+    assert_eq!(ids(&page(Some(&b.token))), vec![second]);
+}
+
 #[test]
 fn descriptions_render_inert() {
     let app = TestApp::spawn();

@@ -472,15 +472,15 @@ fn transition(
 
 // ---------- the catalog ----------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sort {
     Relevance,
     Newest,
     Title,
 }
 
-/// A catalog query, parsed.
-#[derive(Debug, Clone)]
+/// A catalog query, parsed (two equal queries ask for the same page).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CatalogQuery {
     pub terms: Vec<String>,
     pub category: Option<String>,
@@ -492,7 +492,7 @@ pub struct CatalogQuery {
 }
 
 /// Where the next page starts, for each sort.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum CatalogCursor {
     Offset(i64),

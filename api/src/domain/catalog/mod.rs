@@ -3,6 +3,7 @@
 pub mod data;
 pub mod listing;
 pub mod offer;
+pub mod pages;
 
 use diesel::prelude::*;
 use schema::models::Listing;
