@@ -140,13 +140,15 @@ pub struct ServeSettings {
     #[arg(long, env = "MARKETPLACE_OUTBOX_POLL_MS", default_value_t = 1000)]
     pub outbox_poll_ms: u64,
 
-    /// Milliseconds a catalog page (`GET /v1/listings` without `mine`) is served from memory;
-    /// a listing written through this instance shows at once, one written through another
-    /// instance within this time. 0 turns the cache off.
-    #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MS", default_value_t = 5000)]
+    /// Milliseconds a catalog page (`GET /v1/listings` without `mine`) is served from memory
+    /// (at most a day); a listing written through this instance shows at once, one written
+    /// through another instance within twice this time, or this time and 60 s while that
+    /// instance is too busy to search anew. 0 turns the cache off.
+    #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub catalog_cache_ms: u64,
 
-    /// Memory for cached catalog pages, in MiB.
+    /// Memory for cached catalog pages, in MiB (0 turns the cache off).
     #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MIB", default_value_t = 64)]
     pub catalog_cache_mib: u64,
 

@@ -12,6 +12,7 @@ use crate::domain::catalog::offer::{self, NewOffer};
 use crate::domain::pagination::PageRequest;
 use crate::domain::{Error, Result};
 use crate::state::State;
+use schema::DbConnection;
 
 type Id = web::Path<String>;
 
@@ -23,10 +24,10 @@ pub async fn create_listing(
     JsonBody(body): JsonBody<NewListing>,
 ) -> Result<HttpResponse> {
     let clock = state.clock.clone();
-    let view = state
-        .db(move |conn| listing::create(conn, clock.as_ref(), &caller, body))
-        .await?;
-    state.catalog_pages.listings_changed();
+    let view = write_listing(&state, move |conn| {
+        listing::create(conn, clock.as_ref(), &caller, body)
+    })
+    .await?;
     Ok(created(&view))
 }
 
@@ -90,10 +91,10 @@ pub async fn update_listing(
     JsonBody(body): JsonBody<ListingChanges>,
 ) -> Result<HttpResponse> {
     let clock = state.clock.clone();
-    let view = state
-        .db(move |conn| listing::update(conn, clock.as_ref(), &caller, &id, body))
-        .await?;
-    state.catalog_pages.listings_changed();
+    let view = write_listing(&state, move |conn| {
+        listing::update(conn, clock.as_ref(), &caller, &id, body)
+    })
+    .await?;
     Ok(json(&view))
 }
 
@@ -103,10 +104,10 @@ pub async fn publish_listing(
     id: Id,
 ) -> Result<HttpResponse> {
     let clock = state.clock.clone();
-    let view = state
-        .db(move |conn| listing::publish(conn, clock.as_ref(), &caller, &id))
-        .await?;
-    state.catalog_pages.listings_changed();
+    let view = write_listing(&state, move |conn| {
+        listing::publish(conn, clock.as_ref(), &caller, &id)
+    })
+    .await?;
     Ok(json(&view))
 }
 
@@ -116,11 +117,27 @@ pub async fn archive_listing(
     id: Id,
 ) -> Result<HttpResponse> {
     let clock = state.clock.clone();
-    let view = state
-        .db(move |conn| listing::archive(conn, clock.as_ref(), &caller, &id))
-        .await?;
-    state.catalog_pages.listings_changed();
+    let view = write_listing(&state, move |conn| {
+        listing::archive(conn, clock.as_ref(), &caller, &id)
+    })
+    .await?;
     Ok(json(&view))
+}
+
+/// Runs a write to a listing; once it has committed, catalog pages are searched anew. Done
+/// on the database's thread, so it happens even when the client has gone meanwhile.
+async fn write_listing<T: Send + 'static>(
+    state: &State,
+    write: impl FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let written = state.clone();
+    state
+        .db(move |conn| {
+            let view = write(conn)?;
+            written.catalog_pages.listings_changed();
+            Ok(view)
+        })
+        .await
 }
 
 // ---------- offers ----------

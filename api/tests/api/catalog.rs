@@ -631,7 +631,18 @@ fn catalog_pages_show_listing_changes_at_once() {
     // Made private for B: gone for anonymous readers, shown to B, and each keeps its page.
     let private = patch(json!({"visibility": "private", "allowed_organization_ids": [b.org_id]}));
     assert_eq!(private.status, 200, "{}", private.text);
-    assert!(ids(&page(Some(&b.token))).contains(&id));
+    let own = page(Some(&p.token));
+    assert_eq!(
+        own.json["data"][0]["allowed_organization_ids"],
+        json!([b.org_id])
+    );
+    let for_b = page(Some(&b.token));
+    assert_eq!(ids(&for_b), vec![id.clone()]);
+    assert!(
+        !for_b.text.contains("allowed_organization_ids"),
+        "{}",
+        for_b.text
+    );
     assert!(ids(&page(None)).is_empty());
     assert!(ids(&page(Some(&b.token))).contains(&id));
 

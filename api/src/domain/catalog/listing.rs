@@ -513,6 +513,20 @@ pub struct CatalogParams {
 }
 
 impl CatalogQuery {
+    /// The length of the text the query holds, roughly what it takes in memory.
+    pub fn text_len(&self) -> usize {
+        let cursor = match &self.cursor {
+            None | Some(CatalogCursor::Offset(_)) => 0,
+            Some(CatalogCursor::Newest { id, .. }) => id.len(),
+            Some(CatalogCursor::Title { title, id }) => title.len() + id.len(),
+        };
+        let labels = [&self.category, &self.tag, &self.provider]
+            .into_iter()
+            .map(|v| v.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        self.terms.iter().map(String::len).sum::<usize>() + labels + cursor
+    }
+
     pub fn parse(params: &CatalogParams) -> Result<CatalogQuery> {
         let mut problems = Problems::new();
         let q = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());

@@ -3,11 +3,16 @@
 //! most of the catalog. So a page is computed once for all anonymous readers, or once for
 //! all readers of one organization (what an organization sees depends only on the
 //! organization), and served from memory for `ttl`. Concurrent readers of a page that is
-//! not there yet wait for one computation instead of each running the search; a page past
-//! `ttl` is served while one request computes it anew.
+//! not there yet wait for one computation instead of each running the search.
+//!
+//! A page between `ttl` and twice `ttl` old is served while one request searches it anew in
+//! the background; older than that it is searched for the reader, unless a search for it is
+//! already under way (searches in the background run one at a time and may queue on a busy
+//! server), in which case it is served for at most [`STALE_LIMIT`] past `ttl`.
 //!
 //! A listing written through this instance starts a new generation of pages, so readers here
-//! see the change at once; a change made through another instance shows within `ttl`.
+//! see the change at once; a change made through another instance shows within twice `ttl`,
+//! or `ttl` + [`STALE_LIMIT`] while that instance is too busy to search anew.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +26,14 @@ use tokio::sync::Semaphore;
 use super::listing::CatalogQuery;
 use crate::domain::{Error, Result};
 
+/// How long past its `ttl` a page may still be served while a search for it is queued or
+/// running. Background searches run one at a time, and on a saturated server a search over
+/// a common word takes a second or more, so with many such pages the last may come late.
+const STALE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The longest `ttl` taken (longer ones are cut to it).
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PageKey {
     generation: u64,
@@ -28,10 +41,17 @@ struct PageKey {
     query: CatalogQuery,
 }
 
+impl PageKey {
+    /// Roughly what the key and a page's bookkeeping take in memory, for the size bound.
+    fn weight(&self) -> usize {
+        256 + self.reader_org.as_ref().map_or(0, String::len) + self.query.text_len()
+    }
+}
+
 struct Page {
     body: Bytes,
     fresh_until: Instant,
-    /// Whether a request has started computing this page anew.
+    /// Whether a search for this page has been started (or queued) in the background.
     refreshing: AtomicBool,
 }
 
@@ -48,13 +68,12 @@ impl Page {
 /// Where a page came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
-    /// Computed for this request.
+    /// Searched for this request.
     Computed,
-    /// Computed earlier (or by a concurrent request this one waited for), less than `ttl`
+    /// Searched earlier (or by a concurrent request this one waited for), less than `ttl`
     /// ago.
     Cached,
-    /// Computed more than `ttl` ago, while this request started computing it anew in the
-    /// background (or another request had).
+    /// Searched more than `ttl` ago, while a search for it runs in the background.
     Stale,
 }
 
@@ -62,46 +81,37 @@ pub struct CatalogPages {
     /// `None` when the cache is turned off.
     pages: Option<Cache<PageKey, Arc<Page>>>,
     ttl: Duration,
-    generation: AtomicU64,
-    /// One page is computed in the background at a time: a search ranked over a common word
+    generation: Arc<AtomicU64>,
+    /// One page is searched in the background at a time: a search ranked over a common word
     /// keeps a core busy for a while, and many pages expire together, so refreshing them
     /// all at once would starve the requests served from the cache meanwhile.
     refresh_turn: Arc<Semaphore>,
 }
 
-/// How long past its `ttl` a page may still be served while it is computed anew. Refreshes
-/// run one at a time, and on a saturated server a search over a common word can take a
-/// second or more, so with many such pages the last refresh may come late.
-const STALE_LIMIT: Duration = Duration::from_secs(60);
-
-/// What a page's key and bookkeeping cost besides its body, roughly, for the size bound.
-const KEY_BYTES: usize = 256;
-
 impl CatalogPages {
-    /// Pages are served `ttl` (zero turns the cache off), then for up to [`STALE_LIMIT`]
-    /// more while they are computed anew; all of them take `max_bytes` at most.
+    /// Pages are served `ttl` (zero turns the cache off; at most [`MAX_TTL`]), then as the
+    /// module says; all of them take `max_bytes` at most (zero turns the cache off too).
     pub fn new(ttl: Duration, max_bytes: u64) -> Self {
+        let ttl = ttl.min(MAX_TTL);
         let pages = (!ttl.is_zero() && max_bytes > 0).then(|| {
             Cache::builder()
-                .time_to_live(ttl.saturating_add(STALE_LIMIT))
+                .time_to_live(ttl + STALE_LIMIT)
                 .max_capacity(max_bytes)
-                .weigher(|_key: &PageKey, page: &Arc<Page>| {
-                    u32::try_from(page.body.len() + KEY_BYTES).unwrap_or(u32::MAX)
+                .weigher(|key: &PageKey, page: &Arc<Page>| {
+                    u32::try_from(page.body.len() + key.weight()).unwrap_or(u32::MAX)
                 })
                 .build()
         });
         CatalogPages {
             pages,
             ttl,
-            generation: AtomicU64::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
             refresh_turn: Arc::new(Semaphore::new(1)),
         }
     }
 
     /// The page of `query` for `reader_org` (`None`: anonymous): from the cache, or from
-    /// `compute`, whose result is then kept. A page past its `ttl` is served once more
-    /// while `compute` runs in the background to replace it, so readers do not queue
-    /// behind a slow search every `ttl`. An error is not kept.
+    /// `compute`, whose result is then kept. An error is not kept.
     pub async fn get_or_compute<F>(
         &self,
         reader_org: Option<String>,
@@ -120,35 +130,72 @@ impl CatalogPages {
             query,
         };
         let ttl = self.ttl;
-        let first = compute();
-        let entry = pages
+        let search = |body: F| async move { Ok::<_, Error>(Page::new(body.await?, ttl)) };
+        let mut entry = pages
             .entry_by_ref(&key)
-            .or_try_insert_with(async move { Ok::<_, Error>(Page::new(first.await?, ttl)) })
+            .or_try_insert_with(search(compute()))
             .await
             .map_err(Arc::unwrap_or_clone)?;
+        let now = Instant::now();
+        let too_old = !entry.is_fresh()
+            && now >= entry.value().fresh_until + ttl
+            && !entry.value().refreshing.load(Ordering::Acquire);
+        if too_old {
+            // Too old to serve while searching in the background: search for this reader.
+            pages.invalidate(&key).await;
+            entry = pages
+                .entry_by_ref(&key)
+                .or_try_insert_with(search(compute()))
+                .await
+                .map_err(Arc::unwrap_or_clone)?;
+        }
         let fresh = entry.is_fresh();
         let page = entry.into_value();
         if fresh {
             return Ok((page.body.clone(), Served::Computed));
         }
-        if Instant::now() < page.fresh_until {
+        if now < page.fresh_until {
             return Ok((page.body.clone(), Served::Cached));
         }
         if !page.refreshing.swap(true, Ordering::AcqRel) {
-            let (pages, again, stale) = (pages.clone(), compute(), page.clone());
-            let turn = self.refresh_turn.clone();
-            tokio::spawn(async move {
-                let Ok(_turn) = turn.acquire_owned().await else {
-                    return;
-                };
-                match again.await {
-                    Ok(body) => pages.insert(key, Page::new(body, ttl)).await,
-                    // The next reader tries again.
-                    Err(_) => stale.refreshing.store(false, Ordering::Release),
-                }
-            });
+            self.refresh_in_background(pages, key, page.clone(), compute());
         }
         Ok((page.body.clone(), Served::Stale))
+    }
+
+    /// Searches `key`'s page anew when its turn comes, unless by then the page has been
+    /// replaced or a listing written (its generation is no longer read).
+    fn refresh_in_background<F>(
+        &self,
+        pages: &Cache<PageKey, Arc<Page>>,
+        key: PageKey,
+        stale: Arc<Page>,
+        compute: F,
+    ) where
+        F: Future<Output = Result<Bytes>> + Send + 'static,
+    {
+        let (pages, turn, generation) = (
+            pages.clone(),
+            self.refresh_turn.clone(),
+            self.generation.clone(),
+        );
+        let ttl = self.ttl;
+        tokio::spawn(async move {
+            let Ok(_turn) = turn.acquire_owned().await else {
+                return;
+            };
+            let current = pages.get(&key).await;
+            if generation.load(Ordering::Acquire) != key.generation
+                || !current.is_some_and(|page| Arc::ptr_eq(&page, &stale))
+            {
+                return;
+            }
+            match compute.await {
+                Ok(body) => pages.insert(key, Page::new(body, ttl)).await,
+                // The next reader tries again.
+                Err(_) => stale.refreshing.store(false, Ordering::Release),
+            }
+        });
     }
 
     /// Call once a write to listings has committed: pages of earlier generations are no
@@ -192,9 +239,20 @@ mod tests {
         }
     }
 
+    /// Waits (a few seconds at most) until `searches` have run.
+    async fn until_searched(searches: &AtomicUsize, n: usize) {
+        for _ in 0..500 {
+            if searches.load(Ordering::SeqCst) >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(searches.load(Ordering::SeqCst), n);
+    }
+
     #[tokio::test]
     async fn pages_are_kept_per_reader_refreshed_when_old_and_dropped_on_change() {
-        let ttl = Duration::from_millis(200);
+        let ttl = Duration::from_secs(1);
         let pages = CatalogPages::new(ttl, 1 << 20);
         let searches = Arc::new(AtomicUsize::new(0));
         let get = |org: Option<&str>, q: &str| {
@@ -204,29 +262,42 @@ mod tests {
 
         assert_eq!(get(None, "rain").await.ok(), page("1", Served::Computed));
         assert_eq!(get(None, "rain").await.ok(), page("1", Served::Cached));
-        assert_eq!(
-            get(Some("org_b"), "rain").await.ok(),
-            page("2", Served::Computed)
-        );
+        let b = get(Some("org_b"), "rain").await.ok();
+        assert_eq!(b, page("2", Served::Computed));
         assert_eq!(get(None, "snow").await.ok(), page("3", Served::Computed));
 
         // Past its ttl the old page is served once more while it is searched anew.
-        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
         assert_eq!(get(None, "rain").await.ok(), page("1", Served::Stale));
+        until_searched(&searches, 4).await;
+        let mut refreshed = None;
         for _ in 0..100 {
-            if searches.load(Ordering::SeqCst) == 4 {
+            refreshed = get(None, "rain").await.ok();
+            if refreshed != page("1", Served::Stale) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(get(None, "rain").await.ok(), page("4", Served::Cached));
+        assert_eq!(refreshed, page("4", Served::Cached));
 
+        // Past twice its ttl, with no search under way, it is searched for the reader.
+        tokio::time::sleep(ttl * 2 + Duration::from_millis(100)).await;
+        assert_eq!(get(None, "snow").await.ok(), page("5", Served::Computed));
+
+        // A write: every page is searched anew, and a refresh queued before it is dropped.
+        let turn = pages.refresh_turn.clone().acquire_owned().await;
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert_eq!(get(None, "snow").await.ok(), page("5", Served::Stale));
         pages.listings_changed();
-        assert_eq!(get(None, "rain").await.ok(), page("5", Served::Computed));
+        drop(turn);
+        assert_eq!(get(None, "snow").await.ok(), page("6", Served::Computed));
+        let b = get(Some("org_b"), "rain").await.ok();
+        assert_eq!(b, page("7", Served::Computed));
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            get(Some("org_b"), "rain").await.ok(),
-            page("6", Served::Computed)
+            searches.load(Ordering::SeqCst),
+            7,
+            "the dropped refresh did not search"
         );
     }
 
