@@ -22,6 +22,9 @@
 #   newest    q=<word>&sort=newest
 #   tag_title tag=<tag>&sort=title (no search)
 #   browse    no search: the catalog's first page, newest or by title, or one category
+#   zipf      20,000 searches drawn by the Zipf law of the listings' words (one word or two,
+#             a quarter with a category, a fifth sorted by date, a tenth by title): a few
+#             recur often, most are rare, as in a search log
 #   mixed, signed in   the mixed paths with a user's access token (the visibility rule for a
 #             signed-in reader adds the listings shared with its organization)
 #
@@ -46,7 +49,7 @@ DURATION="${BENCH_DURATION:-15s}"
 WARMUP="${BENCH_WARMUP:-3s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
-VARIANTS="${BENCH_VARIANTS:-mixed common category newest tag_title browse mixed_signed_in}"
+VARIANTS="${BENCH_VARIANTS:-mixed common category newest tag_title browse mixed_signed_in zipf}"
 TIMEOUT="${BENCH_TIMEOUT:-10s}"
 SINGLE_MAX="${BENCH_SINGLE_MAX:-60}"
 CACHE_MODES="${BENCH_CACHE:-on off}"
@@ -213,6 +216,7 @@ label() {
         newest) echo 'q=word, sort=newest' ;;
         tag_title) echo 'tag, sort=title (no q)' ;;
         browse) echo 'no q: first page / one category' ;;
+        zipf) echo "search log: $(sort -u "$CAT/paths-zipf.txt" | wc -l) distinct in 20,000" ;;
         mixed_signed_in) echo 'q=word (mixed), signed-in reader' ;;
     esac
 }

@@ -136,6 +136,20 @@ def main():
         "browse": ["/v1/listings", "/v1/listings?sort=title"]
                   + [f"/v1/listings?category={c}" for c in CATEGORIES],
     }
+    # A stream of 20,000 searches, as a search log would have them: words drawn by the same
+    # Zipf law as the listings' text (so a few queries recur often and most are rare), one
+    # word or two, some with a category, some sorted by date or title.
+    zrng = random.Random(SEED + 2)
+    zipf = []
+    for _ in range(20_000):
+        ws = zrng.choices(words, cum_weights=cum, k=1 if zrng.random() < 0.7 else 2)
+        path = f"/v1/listings?q={q(ws)}"
+        if zrng.random() < 0.25:
+            path += f"&category={zrng.choice(CATEGORIES)}"
+        r = zrng.random()
+        path += "&sort=newest" if r < 0.2 else "&sort=title" if r < 0.3 else ""
+        zipf.append(path)
+    variants["zipf"] = zipf
     # Words for one-at-a-time requests, from very frequent to rare.
     with open(f"{out}/single-words.txt", "w") as f:
         f.write("\n".join([words[r] for r in (2000, 400, 100, 30, 5)]) + "\n")
