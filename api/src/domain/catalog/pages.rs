@@ -302,6 +302,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_readers_of_a_missing_page_wait_for_one_search() {
+        let pages = CatalogPages::new(Duration::from_secs(60), 1 << 20);
+        let searches = Arc::new(AtomicUsize::new(0));
+        let slow = || {
+            let searches = searches.clone();
+            async move {
+                searches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Bytes::from("page"))
+            }
+        };
+        let readers = (0..8).map(|_| pages.get_or_compute(None, query("rain"), slow));
+        let served = futures_util::future::join_all(readers).await;
+        assert_eq!(searches.load(Ordering::SeqCst), 1);
+        let computed = served
+            .iter()
+            .filter(|r| matches!(r, Ok((_, Served::Computed))))
+            .count();
+        assert_eq!(computed, 1, "one reader searched, the others waited for it");
+        assert!(served
+            .iter()
+            .all(|r| matches!(r, Ok((body, _)) if body == &Bytes::from("page"))));
+    }
+
+    #[tokio::test]
     async fn errors_are_not_kept_and_a_zero_ttl_keeps_nothing() {
         let pages = CatalogPages::new(Duration::from_secs(60), 1 << 20);
         let failing = || std::future::ready(Err(Error::Unavailable("database down".into())));
