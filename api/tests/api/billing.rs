@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, User, PASSWORD};
@@ -127,21 +126,17 @@ fn a_worked_month_from_usage_to_revenue() {
     app.clock.advance(Duration::seconds(10));
     usage(&app, &p, &s0, "q", 150);
     usage(&app, &p, &s1, "r", 149);
-    let tax = app.send(
-        Method::PATCH,
+    let tax = app.patch(
         &format!("/v1/organizations/{}/billing-settings", b0.org_id),
         Some(&op.token),
-        Some(&json!({"tax_rate_bps": 1000})),
-        &[],
+        json!({"tax_rate_bps": 1000}),
     );
     assert_eq!(tax.json["effective_tax_rate_bps"], 1000, "{}", tax.text);
     assert_eq!(
-        app.send(
-            Method::PATCH,
+        app.patch(
             &format!("/v1/organizations/{}/billing-settings", b0.org_id),
             Some(&fin.token),
-            Some(&json!({"tax_rate_bps": 0})),
-            &[]
+            json!({"tax_rate_bps": 0})
         )
         .status,
         403

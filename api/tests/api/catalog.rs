@@ -98,12 +98,10 @@ fn a_provider_creates_prices_and_publishes_a_listing() {
     );
 
     // PATCH changes only the fields given.
-    let patched = app.send(
-        Method::PATCH,
+    let patched = app.patch(
         &format!("/v1/listings/{id}"),
         Some(&p.token),
-        Some(&json!({"title": "Weather v2"})),
-        &[],
+        json!({"title": "Weather v2"}),
     );
     assert_eq!(patched.status, 200, "{}", patched.text);
     assert_eq!(patched.json["title"], "Weather v2");
@@ -113,12 +111,10 @@ fn a_provider_creates_prices_and_publishes_a_listing() {
         "<h1>Data</h1>\n<p>Stations.</p>\n"
     );
     // A new description is shown rendered anew (rendered descriptions are kept per listing).
-    let described = app.send(
-        Method::PATCH,
+    let described = app.patch(
         &format!("/v1/listings/{id}"),
         Some(&p.token),
-        Some(&json!({"description": "## Hourly *data*"})),
-        &[],
+        json!({"description": "## Hourly *data*"}),
     );
     assert_eq!(
         described.json["description_html"], "<h2>Hourly <em>data</em></h2>\n",
@@ -136,12 +132,10 @@ fn a_provider_creates_prices_and_publishes_a_listing() {
         json!({}),
     );
     assert_eq!(archived.json["state"], "archived");
-    let again = app.send(
-        Method::PATCH,
+    let again = app.patch(
         &format!("/v1/listings/{id}"),
         Some(&p.token),
-        Some(&json!({"title": "x"})),
-        &[],
+        json!({"title": "x"}),
     );
     assert_eq!(again.problem(409), "listing_archived");
     let mine = app.get("/v1/listings?mine=true", Some(&p.token));
@@ -461,23 +455,19 @@ fn other_organizations_and_weak_credentials_change_nothing() {
         .to_string();
     let patch = json!({"title": "hijack"});
     assert_eq!(
-        app.send(
-            Method::PATCH,
+        app.patch(
             &format!("/v1/listings/{public}"),
             Some(&x.token),
-            Some(&patch),
-            &[]
+            patch.clone()
         )
         .problem(403),
         "forbidden"
     );
     assert_eq!(
-        app.send(
-            Method::PATCH,
+        app.patch(
             &format!("/v1/listings/{draft}"),
             Some(&x.token),
-            Some(&patch),
-            &[]
+            patch.clone()
         )
         .problem(404),
         "not_found"
@@ -620,10 +610,7 @@ fn catalog_pages_show_listing_changes_at_once() {
         .text
         .contains("catalog_searches_total 1"));
 
-    let patch = |body: Value| {
-        let path = format!("/v1/listings/{id}");
-        app.send(Method::PATCH, &path, Some(&p.token), Some(&body), &[])
-    };
+    let patch = |body: Value| app.patch(&format!("/v1/listings/{id}"), Some(&p.token), body);
     let patched = patch(json!({"title": "Tidal gauges, hourly"}));
     assert_eq!(patched.status, 200, "{}", patched.text);
     assert_eq!(page(None).json["data"][0]["title"], "Tidal gauges, hourly");

@@ -279,12 +279,10 @@ fn cancel_and_auto_renew() {
     assert_eq!(c.json["status"], "active");
     assert_eq!(c.json["auto_renew"], false);
     assert_eq!(c.json["cancel_at"], s.json["term_end"]);
-    let renew = app.send(
-        Method::PATCH,
+    let renew = app.patch(
         &format!("/v1/subscriptions/{sid}"),
         Some(&b.token),
-        Some(&json!({"auto_renew": true})),
-        &[],
+        json!({"auto_renew": true}),
     );
     assert_eq!(renew.json["auto_renew"], true);
     assert!(renew.json["cancel_at"].is_null());

@@ -353,6 +353,10 @@ impl TestApp {
         self.send(Method::POST, path, token, Some(&body), &[])
     }
 
+    pub fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(Method::PATCH, path, token, Some(&body), &[])
+    }
+
     pub fn delete(&self, path: &str, token: Option<&str>) -> Reply {
         self.send(Method::DELETE, path, token, None, &[])
     }
