@@ -148,6 +148,13 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub catalog_cache_ms: u64,
 
+    /// How many of the most recently created matches `sort=relevance` ranks by their text
+    /// rank; older matches follow them, newest first. Larger ranks more of a catalog where a
+    /// word is common, at a cost per ranked match on each such search.
+    #[arg(long, env = "MARKETPLACE_CATALOG_RELEVANCE_WINDOW", default_value_t = 1000,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub catalog_relevance_window: i64,
+
     /// Memory for cached catalog pages, in MiB (0 turns the cache off).
     #[arg(long, env = "MARKETPLACE_CATALOG_CACHE_MIB", default_value_t = 64)]
     pub catalog_cache_mib: u64,
@@ -273,6 +280,7 @@ impl Default for ServeSettings {
             outbox_poll_ms: 0,
             catalog_cache_ms: 5000,
             catalog_cache_mib: 64,
+            catalog_relevance_window: 1000,
             payments: PaymentSettings::default(),
         }
     }

@@ -45,8 +45,9 @@ pub async fn search(state: State, s: Session, params: web::Query<CatalogParams>)
     let (errors, results) = match parsed {
         Ok(query) => {
             let reader = s.caller.organization_id.clone();
+            let window = state.settings.catalog_relevance_window;
             let page = state
-                .db(move |conn| listing::search(conn, Some(&reader), &query))
+                .db(move |conn| listing::search(conn, Some(&reader), &query, window))
                 .await?;
             (FormErrors::default(), Some(page))
         }

@@ -59,8 +59,9 @@ pub async fn list_listings(
                 let (state, reader, query) = (state.clone(), reader.clone(), query.clone());
                 async move {
                     state.metrics.catalog_search();
+                    let window = state.settings.catalog_relevance_window;
                     let listings = state
-                        .db(move |conn| listing::search(conn, reader.as_deref(), &query))
+                        .db(move |conn| listing::search(conn, reader.as_deref(), &query, window))
                         .await?;
                     json_bytes(&listings)
                 }

@@ -376,6 +376,62 @@ fn search_finds_matches_filters_sorts_and_pages() {
     assert_eq!(bad.fields(), vec!["cursor"]);
 }
 
+/// Four listings holding "harbour", oldest first: the oldest is the best match of all, the
+/// third the next best; the second and the newest name it once, in a longer text.
+fn harbour_listings(app: &TestApp, p: &User) -> [String; 4] {
+    let once = "Quay cranes, berths, vessel calls and cargo tonnage for the harbour, \
+                with pilotage, tugs, bunkering, customs and warehousing records.";
+    let listing = |title: &str, description: &str| {
+        json!({"title": title, "summary": "Port operations", "description": description,
+               "categories": ["maritime"], "tags": ["ports"], "visibility": "public"})
+    };
+    [
+        published(
+            app,
+            p,
+            listing("Harbour harbour harbour", "Harbour berths."),
+        ),
+        published(app, p, listing("Port calls", once)),
+        published(app, p, listing("Harbour tides", "Harbour levels.")),
+        published(app, p, listing("Port logistics", once)),
+    ]
+}
+
+#[test]
+fn relevance_ranks_the_newest_matches_then_lists_older_ones_newest_first() {
+    // Every match ranked (the default window is far larger than four).
+    let app = TestApp::spawn();
+    let p = app.signup();
+    let [best, plain_old, second, _plain_new] = harbour_listings(&app, &p);
+    let ranked = ids(&app.get("/v1/listings?q=harbour", None));
+    assert_eq!(ranked.len(), 4);
+    assert_eq!(ranked[..2], [best.clone(), second.clone()]);
+    assert!(ranked[2..].contains(&plain_old));
+
+    // Only the two newest matches ranked: the best match of all is listed last, after the
+    // other older one, newest first.
+    let app = TestApp::builder().catalog_relevance_window(2).spawn();
+    let p = app.signup();
+    let [best, plain_old, second, plain_new] = harbour_listings(&app, &p);
+    let expected = vec![second, plain_new, plain_old, best];
+    assert_eq!(ids(&app.get("/v1/listings?q=harbour", None)), expected);
+    // Pages cross from the ranked matches to the older ones without a gap or a repeat.
+    for limit in [1, 3] {
+        let paged: Vec<String> = app
+            .all_pages("/v1/listings?q=harbour&sort=relevance", &p.token, limit)
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(paged, expected, "pages of {limit}");
+    }
+    // Filters narrow the matches before the window is taken.
+    assert_eq!(
+        ids(&app.get("/v1/listings?q=harbour&tag=ports&category=maritime", None)),
+        expected
+    );
+    assert!(ids(&app.get("/v1/listings?q=harbour&category=weather", None)).is_empty());
+}
+
 #[test]
 fn private_listings_and_offers_show_only_to_those_they_name() {
     let app = TestApp::spawn();

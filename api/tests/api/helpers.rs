@@ -205,6 +205,12 @@ impl Builder {
         self
     }
 
+    /// How many of the newest matches `sort=relevance` ranks by text rank.
+    pub fn catalog_relevance_window(mut self, matches: i64) -> Self {
+        self.serve.catalog_relevance_window = matches;
+        self
+    }
+
     /// Payment settings: Stripe key, webhook secrets, API base (a mock), grace days.
     pub fn payments(mut self, payments: api::config::PaymentSettings) -> Self {
         self.serve.payments = payments;

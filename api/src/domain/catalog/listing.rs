@@ -609,12 +609,20 @@ impl CatalogQuery {
 
 /// The published listings `reader_org` may see, narrowed by the query's filters: `$from`
 /// (listings joined to their organizations, and perhaps to the full-text table) boxed, with
-/// the listing and its provider's name selected.
+/// `$select` selected (by default the listing and its provider's name).
 macro_rules! visible_listings {
-    ($from:expr, $reader_org:expr, $query:expr) => {{
+    ($from:expr, $reader_org:expr, $query:expr) => {
+        visible_listings!(
+            $from,
+            $reader_org,
+            $query,
+            (Listing::as_select(), organizations::name)
+        )
+    };
+    ($from:expr, $reader_org:expr, $query:expr, $select:expr) => {{
         let mut q = $from
             .filter(listings::state.eq("published"))
-            .select((Listing::as_select(), organizations::name))
+            .select($select)
             .into_boxed();
         q = match $reader_org {
             Some(org) => q.filter(
@@ -648,47 +656,50 @@ macro_rules! visible_listings {
     }};
 }
 
+/// SQLite's full-text table joined to the listings it indexes and their providers.
+macro_rules! fts_joined_listings {
+    () => {
+        schema::search::listings_fts::table
+            .inner_join(
+                listings::table.on(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    "listings.rowid = listings_fts.rowid",
+                )),
+            )
+            .inner_join(organizations::table.on(organizations::id.eq(listings::organization_id)))
+    };
+}
+
 /// Published listings the reader may see, filtered, searched and sorted, a page at a time.
+///
+/// `sort=relevance` ranks the `relevance_window` most recently created matches by their text
+/// rank and lists any older matches after them, newest first: ranking every match of a word
+/// found in most of the catalog would cost a text rank per match, on every such search.
 pub fn search(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
     query: &CatalogQuery,
+    relevance_window: i64,
 ) -> Result<Page<ListingView>> {
-    use schema::search::{joined_rank, listings_fts, rank, ranked_matches, ranks_through_join};
     let fetch = query.limit + 1;
     let offset = match (&query.sort, &query.cursor) {
         (Sort::Relevance, Some(CatalogCursor::Offset(n))) => *n,
         _ => 0,
     };
     let mut rows: Vec<(Listing, String)> = match query.sort {
-        Sort::Relevance if ranks_through_join(conn) => visible_listings!(
-            listings_fts::table
-                .inner_join(
-                    listings::table.on(diesel::dsl::sql::<diesel::sql_types::Bool>(
-                        "listings.rowid = listings_fts.rowid"
-                    ))
-                )
-                .inner_join(
-                    organizations::table.on(organizations::id.eq(listings::organization_id))
-                ),
-            reader_org,
-            query
-        )
-        .filter(ranked_matches(&query.terms))
-        .order((joined_rank().desc(), listings::id.asc()))
-        .offset(offset)
-        .limit(fetch)
-        .load(conn)?,
-        Sort::Relevance => visible_listings!(
-            listings::table.inner_join(organizations::table),
-            reader_org,
-            query
-        )
-        .filter(schema::search::matches(conn, &query.terms))
-        .order((rank(&query.terms).desc(), listings::id.asc()))
-        .offset(offset)
-        .limit(fetch)
-        .load(conn)?,
+        Sort::Relevance => {
+            let ids = relevance_page(conn, reader_org, query, relevance_window, offset, fetch)?;
+            // By id alone: the ids passed the reader's filters a moment ago. Filtering again in
+            // SQL makes SQLite walk the `state` index over every published listing instead of
+            // reading these by id; one archived since is left out here.
+            let mut found: Vec<(Listing, String)> = listings::table
+                .inner_join(organizations::table)
+                .filter(listings::id.eq_any(&ids))
+                .select((Listing::as_select(), organizations::name))
+                .load(conn)?;
+            found.retain(|(l, _)| l.state == "published");
+            found.sort_by_cached_key(|(l, _)| ids.iter().position(|id| *id == l.id));
+            found
+        }
         _ => {
             let mut q = visible_listings!(
                 listings::table.inner_join(organizations::table),
@@ -755,6 +766,101 @@ pub fn search(
         .map(|(l, name)| view(conn, reader_org, l, name))
         .collect::<Result<Vec<_>>>()?;
     Ok(Page { data, next_cursor })
+}
+
+/// The ids of relevance positions `offset..offset + fetch`: the `window` most recently
+/// created matches ranked (best first, ties by id), then the older matches, newest first.
+fn relevance_page(
+    conn: &mut DbConnection,
+    reader_org: Option<&str>,
+    query: &CatalogQuery,
+    window: i64,
+    offset: i64,
+    fetch: i64,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    if offset < window {
+        let mut ranked = ranked_window(conn, reader_org, query, window)?;
+        let full = ranked.len() as i64 == window;
+        ranked.sort_by(|(a, rank_a), (b, rank_b)| rank_b.total_cmp(rank_a).then_with(|| a.cmp(b)));
+        ids.extend(
+            ranked
+                .into_iter()
+                .skip(offset as usize)
+                .take(fetch as usize)
+                .map(|(id, _)| id),
+        );
+        if !full {
+            return Ok(ids);
+        }
+    }
+    let skip = offset.max(window);
+    let take = offset + fetch - skip;
+    if take > 0 {
+        ids.extend(newest_matches(conn, reader_org, query, skip, take)?);
+    }
+    Ok(ids)
+}
+
+/// The `window` most recently created matches the reader may see, with their text rank.
+fn ranked_window(
+    conn: &mut DbConnection,
+    reader_org: Option<&str>,
+    query: &CatalogQuery,
+    window: i64,
+) -> Result<Vec<(String, f64)>> {
+    use schema::search::{joined_rank, listings_fts, rank, ranked_matches, ranks_through_join};
+    if ranks_through_join(conn) {
+        // SQLite: bm25 exists only inside the full-text query; its rowids are the order
+        // listings were created in, walked backwards by the index itself.
+        return Ok(visible_listings!(
+            fts_joined_listings!(),
+            reader_org,
+            query,
+            (listings::id, joined_rank())
+        )
+        .filter(ranked_matches(&query.terms))
+        .order(listings_fts::rowid.desc())
+        .limit(window)
+        .load(conn)?);
+    }
+    // PostgreSQL: the window first, so that only its listings are ranked.
+    let ids = newest_matches(conn, reader_org, query, 0, window)?;
+    Ok(listings::table
+        .filter(listings::id.eq_any(&ids))
+        .select((listings::id, rank(&query.terms)))
+        .load(conn)?)
+}
+
+/// The ids of the matches the reader may see, most recently created first, from `skip` on.
+fn newest_matches(
+    conn: &mut DbConnection,
+    reader_org: Option<&str>,
+    query: &CatalogQuery,
+    skip: i64,
+    take: i64,
+) -> Result<Vec<String>> {
+    use schema::search::{listings_fts, matches, ranked_matches, ranks_through_join};
+    Ok(if ranks_through_join(conn) {
+        visible_listings!(fts_joined_listings!(), reader_org, query, listings::id)
+            .filter(ranked_matches(&query.terms))
+            .order(listings_fts::rowid.desc())
+            .offset(skip)
+            .limit(take)
+            .load(conn)?
+    } else {
+        visible_listings!(
+            listings::table.inner_join(organizations::table),
+            reader_org,
+            query,
+            listings::id
+        )
+        .filter(matches(conn, &query.terms))
+        .order((listings::created_at.desc(), listings::id.desc()))
+        .offset(skip)
+        .limit(take)
+        .load(conn)?
+    })
 }
 
 fn encode_cursor(c: &CatalogCursor) -> String {
