@@ -76,6 +76,25 @@ pub fn transaction_once<T>(
     attempt_transaction(conn, &work)
 }
 
+/// Runs `work`'s reads against one snapshot of the database, so that several statements
+/// agree (PostgreSQL: a read-only repeatable-read transaction; SQLite: a deferred
+/// transaction, which never writes, so it needs no turn and is never busy).
+pub fn read_snapshot<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T>,
+) -> Result<T> {
+    conn.transaction(|conn| {
+        if matches!(conn, DbConnection::Postgresql(_)) {
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+                conn,
+            )?;
+        }
+        work(conn).map_err(TxError)
+    })
+    .map_err(|TxError(e)| e)
+}
+
 fn attempt_transaction<T>(
     conn: &mut DbConnection,
     work: &impl Fn(&mut DbConnection) -> Result<T>,

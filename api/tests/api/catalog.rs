@@ -430,6 +430,14 @@ fn relevance_ranks_the_newest_matches_then_lists_older_ones_newest_first() {
         expected
     );
     assert!(ids(&app.get("/v1/listings?q=harbour&category=weather", None)).is_empty());
+    // A cursor pointing before the first match, or absurdly far, is not one the server issued.
+    use base64::Engine;
+    for offset in ["-1", "9223372036854775807"] {
+        let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{{\"offset\":{offset}}}"));
+        let r = app.get(&format!("/v1/listings?q=harbour&cursor={cursor}"), None);
+        assert_eq!(r.fields(), vec!["cursor"], "offset {offset}: {}", r.text);
+    }
 }
 
 #[test]

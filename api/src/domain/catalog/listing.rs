@@ -15,7 +15,7 @@ use crate::domain::accounts::OrganizationRef;
 use crate::domain::audit::{self, Entry};
 use crate::domain::auth::{Caller, Capability};
 use crate::domain::clock::{db_time, utc, Clock};
-use crate::domain::db::transaction;
+use crate::domain::db::{read_snapshot, transaction};
 use crate::domain::error::{Error, Problems, Result};
 use crate::domain::ids::new_id;
 use crate::domain::markdown;
@@ -27,6 +27,8 @@ const SUMMARY_MAX: usize = 500;
 const DESCRIPTION_MAX: usize = 50_000;
 const LABEL_MAX: usize = 50;
 const LABELS_MAX: usize = 20;
+/// The furthest a relevance cursor may point (the server never issues one this far).
+const MAX_RELEVANCE_OFFSET: i64 = 1 << 40;
 
 #[derive(Debug, Deserialize)]
 pub struct NewListing {
@@ -573,8 +575,10 @@ impl CatalogQuery {
                     .filter(|c| {
                         matches!(
                             (c, sort),
-                            (CatalogCursor::Offset(_), Sort::Relevance)
-                                | (CatalogCursor::Newest { .. }, Sort::Newest)
+                            (
+                                CatalogCursor::Offset(0..=MAX_RELEVANCE_OFFSET),
+                                Sort::Relevance
+                            ) | (CatalogCursor::Newest { .. }, Sort::Newest)
                                 | (CatalogCursor::Title { .. }, Sort::Title)
                         )
                     });
@@ -672,9 +676,22 @@ macro_rules! fts_joined_listings {
 /// Published listings the reader may see, filtered, searched and sorted, a page at a time.
 ///
 /// `sort=relevance` ranks the `relevance_window` most recently created matches by their text
-/// rank and lists any older matches after them, newest first: ranking every match of a word
-/// found in most of the catalog would cost a text rank per match, on every such search.
+/// rank and lists any older matches after them, most recently created first: ranking every
+/// match of a word found in most of the catalog would cost a text rank per match, on every
+/// such search.
 pub fn search(
+    conn: &mut DbConnection,
+    reader_org: Option<&str>,
+    query: &CatalogQuery,
+    relevance_window: i64,
+) -> Result<Page<ListingView>> {
+    // A relevance page takes several statements; one snapshot keeps them in agreement.
+    read_snapshot(conn, |conn| {
+        search_snapshot(conn, reader_org, query, relevance_window)
+    })
+}
+
+fn search_snapshot(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
     query: &CatalogQuery,
@@ -688,15 +705,14 @@ pub fn search(
     let mut rows: Vec<(Listing, String)> = match query.sort {
         Sort::Relevance => {
             let ids = relevance_page(conn, reader_org, query, relevance_window, offset, fetch)?;
-            // By id alone: the ids passed the reader's filters a moment ago. Filtering again in
-            // SQL makes SQLite walk the `state` index over every published listing instead of
-            // reading these by id; one archived since is left out here.
+            // By id alone: the ids passed the reader's filters in this same snapshot. Filtering
+            // again in SQL makes SQLite walk the `state` index over every published listing
+            // instead of reading these by id.
             let mut found: Vec<(Listing, String)> = listings::table
                 .inner_join(organizations::table)
                 .filter(listings::id.eq_any(&ids))
                 .select((Listing::as_select(), organizations::name))
                 .load(conn)?;
-            found.retain(|(l, _)| l.state == "published");
             found.sort_by_cached_key(|(l, _)| ids.iter().position(|id| *id == l.id));
             found
         }
@@ -746,7 +762,7 @@ pub fn search(
     rows.truncate(query.limit as usize);
     let next_cursor = match (more, rows.last()) {
         (true, Some((last, _))) => Some(encode_cursor(&match query.sort {
-            Sort::Relevance => CatalogCursor::Offset(offset + query.limit),
+            Sort::Relevance => CatalogCursor::Offset(offset.saturating_add(query.limit)),
             Sort::Newest => CatalogCursor::Newest {
                 micros: last
                     .published_at
@@ -769,7 +785,10 @@ pub fn search(
 }
 
 /// The ids of relevance positions `offset..offset + fetch`: the `window` most recently
-/// created matches ranked (best first, ties by id), then the older matches, newest first.
+/// created matches ranked (best first, ties by id), then the older matches, most recently
+/// created first. "Created" is the order of insertion on SQLite (the rowid of
+/// `listings_fts`) and `(created_at, id)` on PostgreSQL: the same order but for listings
+/// created within the same instant.
 fn relevance_page(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
@@ -795,7 +814,7 @@ fn relevance_page(
         }
     }
     let skip = offset.max(window);
-    let take = offset + fetch - skip;
+    let take = offset.saturating_add(fetch) - skip;
     if take > 0 {
         ids.extend(newest_matches(conn, reader_org, query, skip, take)?);
     }
