@@ -149,8 +149,8 @@ pub struct ServeSettings {
     pub catalog_cache_ms: u64,
 
     /// How many of the most recently created matches `sort=relevance` ranks by their text
-    /// rank; older matches follow them, newest first. Larger ranks more of a catalog where a
-    /// word is common, at a cost per ranked match on each such search.
+    /// rank; older matches follow them, most recently created first. Larger ranks more of a
+    /// catalog where a word is common, at a cost per ranked match on each such search.
     #[arg(long, env = "MARKETPLACE_CATALOG_RELEVANCE_WINDOW", default_value_t = 1000,
           value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub catalog_relevance_window: i64,

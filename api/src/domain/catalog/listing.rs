@@ -685,25 +685,14 @@ pub fn search(
     query: &CatalogQuery,
     relevance_window: i64,
 ) -> Result<Page<ListingView>> {
-    // A relevance page takes several statements; one snapshot keeps them in agreement.
-    read_snapshot(conn, |conn| {
-        search_snapshot(conn, reader_org, query, relevance_window)
-    })
-}
-
-fn search_snapshot(
-    conn: &mut DbConnection,
-    reader_org: Option<&str>,
-    query: &CatalogQuery,
-    relevance_window: i64,
-) -> Result<Page<ListingView>> {
     let fetch = query.limit + 1;
     let offset = match (&query.sort, &query.cursor) {
         (Sort::Relevance, Some(CatalogCursor::Offset(n))) => *n,
         _ => 0,
     };
     let mut rows: Vec<(Listing, String)> = match query.sort {
-        Sort::Relevance => {
+        // A relevance page takes several statements; one snapshot keeps them in agreement.
+        Sort::Relevance => read_snapshot(conn, |conn| {
             let ids = relevance_page(conn, reader_org, query, relevance_window, offset, fetch)?;
             // By id alone: the ids passed the reader's filters in this same snapshot. Filtering
             // again in SQL makes SQLite walk the `state` index over every published listing
@@ -714,8 +703,8 @@ fn search_snapshot(
                 .select((Listing::as_select(), organizations::name))
                 .load(conn)?;
             found.sort_by_cached_key(|(l, _)| ids.iter().position(|id| *id == l.id));
-            found
-        }
+            Ok(found)
+        })?,
         _ => {
             let mut q = visible_listings!(
                 listings::table.inner_join(organizations::table),
