@@ -66,7 +66,8 @@ load_sqlite() {
     db_sql <<SQL
 CREATE TABLE s_org (id, name, kind, tax, fee, created_at);
 CREATE TABLE s_lst (id, organization_id, title, summary, description, categories, tags,
-    visibility, state, search_document, created_at, updated_at, published_at, archived_at);
+    visibility, state, search_document, created_at, updated_at, published_at, archived_at,
+    search_labels);
 CREATE TABLE s_lbl (listing_id, organization_id, kind, value);
 CREATE TABLE s_ofr (id, listing_id, organization_id, name, currency, billing_interval,
     recurring_amount, term_months, usage_prices, free_metrics, trial_days, requires_approval,
@@ -79,9 +80,11 @@ BEGIN;
 INSERT INTO organizations (id, name, kind, tax_rate_bps, fee_bps, created_at)
     SELECT id, name, kind, NULL, NULL, created_at FROM s_org;
 INSERT INTO listings (id, organization_id, title, summary, description, categories, tags,
-    visibility, state, search_document, created_at, updated_at, published_at, archived_at)
+    visibility, state, search_document, created_at, updated_at, published_at, archived_at,
+    search_labels)
     SELECT id, organization_id, title, summary, description, categories, tags, visibility,
-        state, search_document, created_at, updated_at, published_at, NULLIF(archived_at, '')
+        state, search_document, created_at, updated_at, published_at, NULLIF(archived_at, ''),
+        search_labels
     FROM s_lst;
 INSERT INTO listing_labels (listing_id, organization_id, kind, value) SELECT * FROM s_lbl;
 INSERT INTO offers (id, listing_id, organization_id, name, currency, billing_interval,
@@ -102,7 +105,7 @@ load_postgres() {
     db_sql <<SQL
 BEGIN;
 \copy organizations (id, name, kind, tax_rate_bps, fee_bps, created_at) from '$CAT/organizations.csv' with (format csv)
-\copy listings (id, organization_id, title, summary, description, categories, tags, visibility, state, search_document, created_at, updated_at, published_at, archived_at) from '$CAT/listings.csv' with (format csv)
+\copy listings (id, organization_id, title, summary, description, categories, tags, visibility, state, search_document, created_at, updated_at, published_at, archived_at, search_labels) from '$CAT/listings.csv' with (format csv)
 \copy listing_labels (listing_id, organization_id, kind, value) from '$CAT/labels.csv' with (format csv)
 \copy offers (id, listing_id, organization_id, name, currency, billing_interval, recurring_amount, term_months, usage_prices, free_metrics, trial_days, requires_approval, auto_renew_default, private, state, created_at, archived_at) from '$CAT/offers.csv' with (format csv)
 COMMIT;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates a catalog for bench/catalog_search.sh: CSV files of organizations, published
 public listings (title, summary, Markdown description, categories, tags, search document as
-`api::domain::catalog::listing::search_document` builds it), their labels and one active
+`api::domain::catalog::listing::search_document` builds it, and `search_labels`), their labels and one active
 offer each, plus the query paths for wrk.
 
     gen_catalog.py OUT_DIR [LISTINGS]
@@ -105,9 +105,11 @@ def main():
             created = start + timedelta(seconds=n * 250 + rng.randint(0, 200))
             published = created + timedelta(hours=1)
             document = f"{title}\n{summary}\n{description}\n{' '.join(tags)}"
+            # As `schema::search::labels_document` writes them.
+            labels = " ".join([f"c{c.encode().hex()}" for c in cats] + [f"t{t.encode().hex()}" for t in tags])
             wl.writerow([lid, org, title, summary, description, json.dumps(cats, separators=(",", ":")),
                          json.dumps(tags, separators=(",", ":")), "public", "published", document, ts(created),
-                         ts(published), ts(published), ""])
+                         ts(published), ts(published), "", labels])
             for c in cats:
                 wb.writerow([lid, org, "category", c])
             for t in tags:

@@ -247,7 +247,7 @@ pub mod search {
                 sql::<Bool>(
                     "listings.rowid IN (SELECT rowid FROM listings_fts WHERE listings_fts MATCH ",
                 )
-                .bind::<Text, _>(fts5_query(terms))
+                .bind::<Text, _>(fts5_query(terms, &[]))
                 .sql(")"),
             ),
             DbConnection::Postgresql(_) => Box::new(
@@ -279,14 +279,36 @@ pub mod search {
     diesel::allow_tables_to_appear_in_same_query!(listings_fts, listing_access);
     diesel::allow_tables_to_appear_in_same_query!(listings_fts, listing_labels);
 
-    /// `listings_fts` rows holding every term, in a query that joins it.
-    pub fn ranked_matches<QS>(terms: &[String]) -> Condition<QS> {
-        Box::new(sql::<Bool>("listings_fts MATCH ").bind::<Text, _>(fts5_query(terms)))
+    /// `listings_fts` rows whose text holds every term and which carry every label (kind,
+    /// value), in a query that joins it.
+    pub fn ranked_matches<QS>(terms: &[String], labels: &[(&str, &str)]) -> Condition<QS> {
+        Box::new(sql::<Bool>("listings_fts MATCH ").bind::<Text, _>(fts5_query(terms, labels)))
+    }
+
+    /// A category or tag as one word of `search_labels`: the kind's initial and the value's
+    /// UTF-8 bytes in hex, letters and digits that no tokenizer splits or folds, and that
+    /// cannot be confused with the text's words, which are searched in their own column.
+    pub fn label_token(kind: &str, value: &str) -> String {
+        format!(
+            "{}{}",
+            kind.chars().next().unwrap_or('x'),
+            hex::encode(value)
+        )
+    }
+
+    /// A listing's labels as the words of its `search_labels`.
+    pub fn labels_document<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        labels
+            .into_iter()
+            .map(|(kind, value)| label_token(kind, value))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// How well a listing matches, larger is better, in a query that joins `listings_fts`.
     pub fn joined_rank<QS>() -> Rank<QS> {
-        Box::new(sql::<Double>("-bm25(listings_fts)"))
+        // The labels' column weighs nothing: a filter, not a match.
+        Box::new(sql::<Double>("-bm25(listings_fts, 1.0, 0.0)"))
     }
 
     /// How well a listing matches, larger is better (for ordering by relevance), where
@@ -299,11 +321,17 @@ pub mod search {
         )
     }
 
-    /// Each term quoted, so FTS5 reads them as words, all required.
-    fn fts5_query(terms: &[String]) -> String {
+    /// Each term quoted, so FTS5 reads them as words, searched in the listing's text; each
+    /// label as its token in `search_labels`; all required.
+    fn fts5_query(terms: &[String], labels: &[(&str, &str)]) -> String {
         terms
             .iter()
-            .map(|t| format!("\"{t}\""))
+            .map(|t| format!("search_document : \"{t}\""))
+            .chain(
+                labels.iter().map(|(kind, value)| {
+                    format!("search_labels : \"{}\"", label_token(kind, value))
+                }),
+            )
             .collect::<Vec<_>>()
             .join(" ")
     }

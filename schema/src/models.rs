@@ -116,6 +116,8 @@ pub struct Listing {
     pub updated_at: NaiveDateTime,
     pub published_at: Option<NaiveDateTime>,
     pub archived_at: Option<NaiveDateTime>,
+    /// Its categories and tags as words for full-text search ([`crate::search::label_token`]).
+    pub search_labels: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

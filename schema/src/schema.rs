@@ -111,6 +111,7 @@ diesel::table! {
         updated_at -> Timestamp,
         published_at -> Nullable<Timestamp>,
         archived_at -> Nullable<Timestamp>,
+        search_labels -> Text,
     }
 }
 

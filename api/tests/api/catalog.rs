@@ -376,6 +376,99 @@ fn search_finds_matches_filters_sorts_and_pages() {
     assert_eq!(bad.fields(), vec!["cursor"]);
 }
 
+#[test]
+fn searches_narrowed_by_category_and_tag_follow_edits() {
+    let app = TestApp::spawn();
+    let p = app.signup();
+    let listing = |title: &str, categories: Value, tags: Value| {
+        json!({"title": title, "summary": "Sea levels", "categories": categories, "tags": tags,
+               "visibility": "public"})
+    };
+    let gauges = published(
+        &app,
+        &p,
+        listing(
+            "Tide gauges",
+            json!(["Océan", "sea level"]),
+            json!(["hourly"]),
+        ),
+    );
+    let tables = published(
+        &app,
+        &p,
+        listing("Tide tables", json!(["océan"]), json!(["daily"])),
+    );
+    let almanac = published(
+        &app,
+        &p,
+        listing("Tide almanac", json!(["ocean"]), json!(["hourly"])),
+    );
+    let search = |sort: &str, filters: &str| {
+        let mut found = ids(&app.get(&format!("/v1/listings?q=tide&sort={sort}&{filters}"), None));
+        found.sort();
+        found
+    };
+    let both = |a: &String, b: &String| {
+        let mut v = vec![a.clone(), b.clone()];
+        v.sort();
+        v
+    };
+    for sort in ["relevance", "newest", "title"] {
+        assert_eq!(
+            search(sort, "category=oc%C3%A9an"),
+            both(&gauges, &tables),
+            "{sort}"
+        );
+        assert_eq!(
+            search(sort, "category=ocean"),
+            vec![almanac.clone()],
+            "{sort}"
+        );
+        assert_eq!(
+            search(sort, "category=sea%20level"),
+            vec![gauges.clone()],
+            "{sort}"
+        );
+        assert!(
+            search(sort, "category=sea").is_empty(),
+            "a label is matched whole: {sort}"
+        );
+        assert_eq!(
+            search(sort, "category=oc%C3%A9an&tag=hourly"),
+            vec![gauges.clone()],
+            "{sort}"
+        );
+        assert!(
+            search(sort, "category=ocean&tag=daily").is_empty(),
+            "{sort}"
+        );
+    }
+    // The index's word for the category "océan" ("c" and its UTF-8 bytes in hex) is not a
+    // word of any listing's text.
+    assert!(ids(&app.get("/v1/listings?q=c6f63c3a9616e", None)).is_empty());
+
+    // An edit moves a listing between categories and tags at once.
+    let moved = app.patch(
+        &format!("/v1/listings/{tables}"),
+        Some(&p.token),
+        json!({"categories": ["sea level"], "tags": ["hourly"]}),
+    );
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    for sort in ["relevance", "newest", "title"] {
+        assert_eq!(
+            search(sort, "category=oc%C3%A9an"),
+            vec![gauges.clone()],
+            "{sort}"
+        );
+        assert_eq!(
+            search(sort, "category=sea%20level&tag=hourly"),
+            both(&gauges, &tables),
+            "{sort}"
+        );
+        assert!(search(sort, "tag=daily").is_empty(), "{sort}");
+    }
+}
+
 /// Four listings holding "harbour", oldest first: the oldest is the best match of all, the
 /// third the next best; the second and the newest name it once, in a longer text.
 fn harbour_listings(app: &TestApp, p: &User) -> [String; 4] {

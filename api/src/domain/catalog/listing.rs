@@ -121,6 +121,18 @@ fn search_document(l: &Listing) -> String {
     )
 }
 
+/// The listing's categories and tags as words of the full-text index.
+fn search_labels(l: &Listing) -> String {
+    let categories: Vec<String> = serde_json::from_str(&l.categories).unwrap_or_default();
+    let tags: Vec<String> = serde_json::from_str(&l.tags).unwrap_or_default();
+    schema::search::labels_document(
+        categories
+            .iter()
+            .map(|c| ("category", c.as_str()))
+            .chain(tags.iter().map(|t| ("tag", t.as_str()))),
+    )
+}
+
 fn to_json(values: &[String]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
 }
@@ -254,8 +266,10 @@ pub fn create(
         updated_at: now,
         published_at: None,
         archived_at: None,
+        search_labels: String::new(),
     };
     listing.search_document = search_document(&listing);
+    listing.search_labels = search_labels(&listing);
     transaction(conn, |conn| {
         diesel::insert_into(listings::table)
             .values(&listing)
@@ -343,6 +357,7 @@ pub fn update(
     };
     problems.finish()?;
     listing.search_document = search_document(&listing);
+    listing.search_labels = search_labels(&listing);
     listing.updated_at = db_time(clock.now());
     transaction(conn, |conn| {
         diesel::update(listings::table.find(&listing.id))
@@ -354,6 +369,7 @@ pub fn update(
                 listings::tags.eq(&listing.tags),
                 listings::visibility.eq(&listing.visibility),
                 listings::search_document.eq(&listing.search_document),
+                listings::search_labels.eq(&listing.search_labels),
                 listings::updated_at.eq(listing.updated_at),
             ))
             .execute(conn)?;
@@ -821,13 +837,14 @@ fn ranked_window(
     if ranks_through_join(conn) {
         // SQLite: bm25 exists only inside the full-text query; its rowids are the order
         // listings were created in, walked backwards by the index itself.
+        let (rest, labels) = labels_apart(query);
         return Ok(visible_listings!(
             fts_joined_listings!(),
             reader_org,
-            query,
+            rest,
             (listings::id, joined_rank())
         )
-        .filter(ranked_matches(&query.terms))
+        .filter(ranked_matches(&query.terms, &labels))
         .order(listings_fts::rowid.desc())
         .limit(window)
         .load(conn)?);
@@ -850,8 +867,9 @@ fn newest_matches(
 ) -> Result<Vec<String>> {
     use schema::search::{listings_fts, matches, ranked_matches, ranks_through_join};
     Ok(if ranks_through_join(conn) {
-        visible_listings!(fts_joined_listings!(), reader_org, query, listings::id)
-            .filter(ranked_matches(&query.terms))
+        let (rest, labels) = labels_apart(query);
+        visible_listings!(fts_joined_listings!(), reader_org, rest, listings::id)
+            .filter(ranked_matches(&query.terms, &labels))
             .order(listings_fts::rowid.desc())
             .offset(skip)
             .limit(take)
@@ -869,6 +887,22 @@ fn newest_matches(
         .limit(take)
         .load(conn)?
     })
+}
+
+/// The query without its category and tag, and those labels for the full-text query: one
+/// full-text query finds the listings with both the words and the labels, where testing
+/// the labels of each match would walk every match of a common word.
+fn labels_apart(query: &CatalogQuery) -> (CatalogQuery, Vec<(&'static str, &str)>) {
+    let labels = [("category", &query.category), ("tag", &query.tag)]
+        .into_iter()
+        .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
+        .collect();
+    let rest = CatalogQuery {
+        category: None,
+        tag: None,
+        ..query.clone()
+    };
+    (rest, labels)
 }
 
 fn encode_cursor(c: &CatalogCursor) -> String {
