@@ -186,7 +186,7 @@ pub fn is_unique_violation(error: &DieselError) -> bool {
 
 /// The tables and their column names, in order, for the schema-equivalence test of the two
 /// migration trees. Each backend's full-text machinery (SQLite's `listings_fts` tables,
-/// PostgreSQL's `search_vector` column) is left out: it differs by design.
+/// PostgreSQL's `search_vector` and `label_vector` columns) is left out: it differs by design.
 pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<String>)>, DieselError> {
     use diesel::sql_types::Text;
     use diesel::{sql_query, QueryableByName, RunQueryDsl};
@@ -202,7 +202,8 @@ pub fn describe_tables(conn: &mut DbConnection) -> Result<Vec<(String, Vec<Strin
         DbConnection::Postgresql(_) => sql_query(
             "SELECT table_name::text AS table_name, column_name::text AS column_name \
              FROM information_schema.columns WHERE table_schema = current_schema() \
-             AND table_name <> '__diesel_schema_migrations' AND column_name <> 'search_vector' \
+             AND table_name <> '__diesel_schema_migrations' \
+             AND column_name NOT IN ('search_vector', 'label_vector') \
              ORDER BY table_name, column_name",
         )
         .load(conn)?,
@@ -239,22 +240,36 @@ pub mod search {
     pub type Condition<QS> = Box<dyn BoxableExpression<QS, Backend, SqlType = Bool>>;
     pub type Rank<QS> = Box<dyn BoxableExpression<QS, Backend, SqlType = Double>>;
 
-    /// Listings whose search document holds every term. `terms` are plain words (letters and
-    /// digits only), already split by [`terms`], so no query syntax reaches the engine.
-    pub fn matches<QS>(conn: &DbConnection, terms: &[String]) -> Condition<QS> {
+    /// Listings whose search document holds every term and which carry every label (kind,
+    /// value). `terms` are plain words (letters and digits only), already split by
+    /// [`terms`], so no query syntax reaches the engine.
+    pub fn matches<QS>(
+        conn: &DbConnection,
+        terms: &[String],
+        labels: &[(&str, &str)],
+    ) -> Condition<QS> {
         match conn {
             DbConnection::Sqlite(_) => Box::new(
                 sql::<Bool>(
                     "listings.rowid IN (SELECT rowid FROM listings_fts WHERE listings_fts MATCH ",
                 )
-                .bind::<Text, _>(fts5_query(terms, &[]))
+                .bind::<Text, _>(fts5_query(terms, labels))
                 .sql(")"),
             ),
-            DbConnection::Postgresql(_) => Box::new(
-                sql::<Bool>("listings.search_vector @@ plainto_tsquery('simple', ")
+            DbConnection::Postgresql(_) => {
+                let words = sql::<Bool>("listings.search_vector @@ plainto_tsquery('simple', ")
                     .bind::<Text, _>(terms.join(" "))
-                    .sql(")"),
-            ),
+                    .sql(")");
+                if labels.is_empty() {
+                    return Box::new(words);
+                }
+                Box::new(
+                    words
+                        .sql(" AND listings.label_vector @@ plainto_tsquery('simple', ")
+                        .bind::<Text, _>(labels_document(labels.iter().copied()))
+                        .sql(")"),
+                )
+            }
         }
     }
 

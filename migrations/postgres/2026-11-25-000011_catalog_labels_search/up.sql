@@ -1,10 +1,22 @@
--- A listing's categories and tags as words ('c' or 't' and the value's UTF-8 bytes in hex),
--- the column SQLite's full-text index searches for category and tag filters; kept here so
--- both schemas stay alike.
+-- The relevance window reads each walked listing's search_vector and ranks it: kept in the
+-- row (MAIN), with the long text columns moved out of it when a row grows past the TOAST
+-- threshold, instead of the vector. Rows written from here on follow this; the UPDATE below
+-- rewrites the existing ones.
+ALTER TABLE listings
+    ALTER COLUMN search_vector SET STORAGE MAIN,
+    ALTER COLUMN search_document SET STORAGE EXTERNAL,
+    ALTER COLUMN description SET STORAGE EXTERNAL;
+
+-- A listing's categories and tags as words ('c' or 't' and the value's UTF-8 bytes in
+-- hex), with a GIN index of their own, so a search narrowed to a category or a tag is one
+-- index lookup for words and labels together (SQLite: a column of listings_fts).
 ALTER TABLE listings ADD COLUMN search_labels TEXT NOT NULL DEFAULT '';
+ALTER TABLE listings ADD COLUMN label_vector tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple', search_labels)) STORED;
 UPDATE listings SET search_labels = trim(
     coalesce((SELECT string_agg('c' || encode(convert_to(value, 'UTF8'), 'hex'), ' ')
               FROM jsonb_array_elements_text(listings.categories::jsonb) AS value), '')
     || ' ' ||
     coalesce((SELECT string_agg('t' || encode(convert_to(value, 'UTF8'), 'hex'), ' ')
               FROM jsonb_array_elements_text(listings.tags::jsonb) AS value), ''));
+CREATE INDEX listings_labels_search ON listings USING GIN (label_vector);

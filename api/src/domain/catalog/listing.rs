@@ -689,6 +689,36 @@ macro_rules! fts_joined_listings {
     };
 }
 
+/// The matches (`Filters`) the reader may see, most recently created first, from `$skip` on,
+/// selecting `$sqlite_select` or `$pg_select`: SQLite walks `listings_fts` backwards by rowid
+/// (the order listings were created in), the index itself; PostgreSQL walks
+/// `listings_catalog_created`, or finds a rare word's few listings through its index.
+macro_rules! newest_matches {
+    ($conn:expr, $reader_org:expr, $filters:expr, $sqlite_select:expr, $pg_select:expr, $skip:expr, $take:expr) => {{
+        let (query, labels): Filters = $filters;
+        if schema::search::ranks_through_join($conn) {
+            visible_listings!(fts_joined_listings!(), $reader_org, query, $sqlite_select)
+                .filter(schema::search::ranked_matches(&query.terms, labels))
+                .order(schema::search::listings_fts::rowid.desc())
+                .offset($skip)
+                .limit($take)
+                .load($conn)?
+        } else {
+            visible_listings!(
+                listings::table.inner_join(organizations::table),
+                $reader_org,
+                query,
+                $pg_select
+            )
+            .filter(schema::search::matches($conn, &query.terms, labels))
+            .order((listings::created_at.desc(), listings::id.desc()))
+            .offset($skip)
+            .limit($take)
+            .load($conn)?
+        }
+    }};
+}
+
 /// Published listings the reader may see, filtered, searched and sorted, a page at a time.
 ///
 /// `sort=relevance` ranks the `relevance_window` most recently created matches by their text
@@ -706,10 +736,18 @@ pub fn search(
         (Sort::Relevance, Some(CatalogCursor::Offset(n))) => *n,
         _ => 0,
     };
+    let (other_filters, labels) = labels_apart(query);
     let mut rows: Vec<(Listing, String)> = match query.sort {
         // A relevance page takes several statements; one snapshot keeps them in agreement.
         Sort::Relevance => read_snapshot(conn, |conn| {
-            let ids = relevance_page(conn, reader_org, query, relevance_window, offset, fetch)?;
+            let ids = relevance_page(
+                conn,
+                reader_org,
+                (&other_filters, &labels),
+                relevance_window,
+                offset,
+                fetch,
+            )?;
             // By id alone: the ids passed the reader's filters in this same snapshot. Filtering
             // again in SQL makes SQLite walk the `state` index over every published listing
             // instead of reading these by id.
@@ -725,10 +763,10 @@ pub fn search(
             let mut q = visible_listings!(
                 listings::table.inner_join(organizations::table),
                 reader_org,
-                query
+                other_filters
             );
             if !query.terms.is_empty() {
-                q = q.filter(schema::search::matches(conn, &query.terms));
+                q = q.filter(schema::search::matches(conn, &query.terms, &labels));
             }
             q = match (&query.sort, &query.cursor) {
                 (Sort::Newest, cursor) => {
@@ -789,6 +827,11 @@ pub fn search(
     Ok(Page { data, next_cursor })
 }
 
+/// A query's filters as the database applies them: with search words, the category and tag
+/// are left out of the filters and matched by the full-text index with the words
+/// ([`labels_apart`]).
+type Filters<'a> = (&'a CatalogQuery, &'a [(&'static str, &'a str)]);
+
 /// The ids of relevance positions `offset..offset + fetch`: the `window` most recently
 /// created matches ranked (best first, ties by id), then the older matches, most recently
 /// created first. "Created" is the order of insertion on SQLite (the rowid of
@@ -797,14 +840,14 @@ pub fn search(
 fn relevance_page(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
-    query: &CatalogQuery,
+    filters: Filters,
     window: i64,
     offset: i64,
     fetch: i64,
 ) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     if offset < window {
-        let mut ranked = ranked_window(conn, reader_org, query, window)?;
+        let mut ranked = ranked_window(conn, reader_org, filters, window)?;
         let full = ranked.len() as i64 == window;
         ranked.sort_by(|(a, rank_a), (b, rank_b)| rank_b.total_cmp(rank_a).then_with(|| a.cmp(b)));
         ids.extend(
@@ -821,78 +864,58 @@ fn relevance_page(
     let skip = offset.max(window);
     let take = offset.saturating_add(fetch) - skip;
     if take > 0 {
-        ids.extend(newest_matches(conn, reader_org, query, skip, take)?);
+        ids.extend(newest_match_ids(conn, reader_org, filters, skip, take)?);
     }
     Ok(ids)
 }
 
-/// The `window` most recently created matches the reader may see, with their text rank.
+/// The `window` most recently created matches the reader may see, with their text rank,
+/// computed in the same query: SQLite's bm25 for the rows the walk returns, PostgreSQL's
+/// `ts_rank` over the vector in the row it reads (kept in the row: migration 000011).
 fn ranked_window(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
-    query: &CatalogQuery,
+    filters: Filters,
     window: i64,
 ) -> Result<Vec<(String, f64)>> {
-    use schema::search::{joined_rank, listings_fts, rank, ranked_matches, ranks_through_join};
-    if ranks_through_join(conn) {
-        // SQLite: bm25 exists only inside the full-text query; its rowids are the order
-        // listings were created in, walked backwards by the index itself.
-        let (rest, labels) = labels_apart(query);
-        return Ok(visible_listings!(
-            fts_joined_listings!(),
-            reader_org,
-            rest,
-            (listings::id, joined_rank())
-        )
-        .filter(ranked_matches(&query.terms, &labels))
-        .order(listings_fts::rowid.desc())
-        .limit(window)
-        .load(conn)?);
-    }
-    // PostgreSQL: the window first, so that only its listings are ranked.
-    let ids = newest_matches(conn, reader_org, query, 0, window)?;
-    Ok(listings::table
-        .filter(listings::id.eq_any(&ids))
-        .select((listings::id, rank(&query.terms)))
-        .load(conn)?)
+    use schema::search::{joined_rank, rank};
+    Ok(newest_matches!(
+        conn,
+        reader_org,
+        filters,
+        (listings::id, joined_rank()),
+        (listings::id, rank(&filters.0.terms)),
+        0,
+        window
+    ))
 }
 
 /// The ids of the matches the reader may see, most recently created first, from `skip` on.
-fn newest_matches(
+fn newest_match_ids(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
-    query: &CatalogQuery,
+    filters: Filters,
     skip: i64,
     take: i64,
 ) -> Result<Vec<String>> {
-    use schema::search::{listings_fts, matches, ranked_matches, ranks_through_join};
-    Ok(if ranks_through_join(conn) {
-        let (rest, labels) = labels_apart(query);
-        visible_listings!(fts_joined_listings!(), reader_org, rest, listings::id)
-            .filter(ranked_matches(&query.terms, &labels))
-            .order(listings_fts::rowid.desc())
-            .offset(skip)
-            .limit(take)
-            .load(conn)?
-    } else {
-        visible_listings!(
-            listings::table.inner_join(organizations::table),
-            reader_org,
-            query,
-            listings::id
-        )
-        .filter(matches(conn, &query.terms))
-        .order((listings::created_at.desc(), listings::id.desc()))
-        .offset(skip)
-        .limit(take)
-        .load(conn)?
-    })
+    Ok(newest_matches!(
+        conn,
+        reader_org,
+        filters,
+        listings::id,
+        listings::id,
+        skip,
+        take
+    ))
 }
 
-/// The query without its category and tag, and those labels for the full-text query: one
-/// full-text query finds the listings with both the words and the labels, where testing
-/// the labels of each match would walk every match of a common word.
+/// The query without its category and tag when it has search words, and those labels, for
+/// the full-text index to match with the words: one index lookup finds the listings with
+/// both, where testing each match's labels would walk every match of a common word.
 fn labels_apart(query: &CatalogQuery) -> (CatalogQuery, Vec<(&'static str, &str)>) {
+    if query.terms.is_empty() {
+        return (query.clone(), Vec::new());
+    }
     let labels = [("category", &query.category), ("tag", &query.tag)]
         .into_iter()
         .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
