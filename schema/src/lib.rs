@@ -516,3 +516,40 @@ pub mod locks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+    use diesel::{sql_query, QueryableByName, RunQueryDsl};
+
+    use super::ConnectionManager;
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = Text)]
+        compile_options: String,
+    }
+
+    /// `.cargo/config.toml` builds SQLite without its process-wide page-cache and
+    /// memory-statistics locks, which concurrent catalog readers queued on.
+    #[test]
+    fn bundled_sqlite_is_built_without_process_wide_locks() {
+        let mut conn = ConnectionManager::new("sqlite://:memory:")
+            .establish()
+            .expect("an in-memory database");
+        let options: Vec<String> = sql_query("PRAGMA compile_options")
+            .load::<CompileOption>(&mut conn)
+            .expect("compile options")
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        assert!(
+            options.contains(&"DEFAULT_MEMSTATUS=0".to_string()),
+            "{options:?}"
+        );
+        assert!(
+            !options.contains(&"ENABLE_MEMORY_MANAGEMENT".to_string()),
+            "{options:?}"
+        );
+    }
+}
