@@ -246,7 +246,7 @@ pub mod search {
     pub fn matches<QS>(
         conn: &DbConnection,
         terms: &[String],
-        labels: &[(&str, &str)],
+        labels: &[(LabelKind, &str)],
     ) -> Condition<QS> {
         match conn {
             DbConnection::Sqlite(_) => Box::new(
@@ -296,23 +296,31 @@ pub mod search {
 
     /// `listings_fts` rows whose text holds every term and which carry every label (kind,
     /// value), in a query that joins it.
-    pub fn ranked_matches<QS>(terms: &[String], labels: &[(&str, &str)]) -> Condition<QS> {
+    pub fn ranked_matches<QS>(terms: &[String], labels: &[(LabelKind, &str)]) -> Condition<QS> {
         Box::new(sql::<Bool>("listings_fts MATCH ").bind::<Text, _>(fts5_query(terms, labels)))
     }
 
-    /// A category or tag as one word of `search_labels`: the kind's initial and the value's
-    /// UTF-8 bytes in hex, letters and digits that no tokenizer splits or folds, and that
-    /// cannot be confused with the text's words, which are searched in their own column.
-    pub fn label_token(kind: &str, value: &str) -> String {
-        format!(
-            "{}{}",
-            kind.chars().next().unwrap_or('x'),
-            hex::encode(value)
-        )
+    /// The kinds of label a search can be narrowed by, as the full-text index spells them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LabelKind {
+        Category,
+        Tag,
+    }
+
+    /// A category or tag as one word of `search_labels`: `c` or `t` and the value's UTF-8
+    /// bytes in hex (the migrations' backfill spells it the same way), letters and digits
+    /// that no tokenizer splits or folds, and that cannot be confused with the text's
+    /// words, which are searched in their own column.
+    pub fn label_token(kind: LabelKind, value: &str) -> String {
+        let prefix = match kind {
+            LabelKind::Category => 'c',
+            LabelKind::Tag => 't',
+        };
+        format!("{prefix}{}", hex::encode(value))
     }
 
     /// A listing's labels as the words of its `search_labels`.
-    pub fn labels_document<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pub fn labels_document<'a>(labels: impl IntoIterator<Item = (LabelKind, &'a str)>) -> String {
         labels
             .into_iter()
             .map(|(kind, value)| label_token(kind, value))
@@ -322,7 +330,9 @@ pub mod search {
 
     /// How well a listing matches, larger is better, in a query that joins `listings_fts`.
     pub fn joined_rank<QS>() -> Rank<QS> {
-        // The labels' column weighs nothing: a filter, not a match.
+        // The labels' column weighs nothing in the score: a filter, not a match. Its words
+        // still count toward the row's length, which bm25 normalizes by: a listing with many
+        // labels against a short text ranks a little lower than one with few.
         Box::new(sql::<Double>("-bm25(listings_fts, 1.0, 0.0)"))
     }
 
@@ -338,13 +348,13 @@ pub mod search {
 
     /// Each term quoted, so FTS5 reads them as words, searched in the listing's text; each
     /// label as its token in `search_labels`; all required.
-    fn fts5_query(terms: &[String], labels: &[(&str, &str)]) -> String {
+    fn fts5_query(terms: &[String], labels: &[(LabelKind, &str)]) -> String {
         terms
             .iter()
             .map(|t| format!("search_document : \"{t}\""))
             .chain(
                 labels.iter().map(|(kind, value)| {
-                    format!("search_labels : \"{}\"", label_token(kind, value))
+                    format!("search_labels : \"{}\"", label_token(*kind, value))
                 }),
             )
             .collect::<Vec<_>>()

@@ -1,7 +1,9 @@
 -- The relevance window reads each walked listing's search_vector and ranks it: kept in the
 -- row (MAIN), with the long text columns moved out of it when a row grows past the TOAST
--- threshold, instead of the vector. Rows written from here on follow this; the UPDATE below
--- rewrites the existing ones.
+-- threshold, instead of the vector. Rows written from here on follow this; existing rows
+-- follow it once the table is rewritten, which adding the STORED column label_vector below
+-- does (a rewrite stores every value afresh; an UPDATE would keep an unchanged
+-- search_vector where it is). So these settings must come before that column.
 ALTER TABLE listings
     ALTER COLUMN search_vector SET STORAGE MAIN,
     ALTER COLUMN search_document SET STORAGE EXTERNAL,

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use schema::models::{Listing, ListingAccess, ListingLabel};
 use schema::schema::{listing_access, listing_labels, listings, offers, organizations};
+use schema::search::LabelKind;
 use schema::DbConnection;
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +129,8 @@ fn search_labels(l: &Listing) -> String {
     schema::search::labels_document(
         categories
             .iter()
-            .map(|c| ("category", c.as_str()))
-            .chain(tags.iter().map(|t| ("tag", t.as_str()))),
+            .map(|c| (LabelKind::Category, c.as_str()))
+            .chain(tags.iter().map(|t| (LabelKind::Tag, t.as_str()))),
     )
 }
 
@@ -693,7 +694,7 @@ macro_rules! fts_joined_listings {
 /// selecting `$sqlite_select` or `$pg_select`: SQLite walks `listings_fts` backwards by rowid
 /// (the order listings were created in), the index itself; PostgreSQL walks
 /// `listings_catalog_created`, or finds a rare word's few listings through its index.
-macro_rules! newest_matches {
+macro_rules! latest_created_matches {
     ($conn:expr, $reader_org:expr, $filters:expr, $sqlite_select:expr, $pg_select:expr, $skip:expr, $take:expr) => {{
         let (query, labels): Filters = $filters;
         if schema::search::ranks_through_join($conn) {
@@ -830,7 +831,7 @@ pub fn search(
 /// A query's filters as the database applies them: with search words, the category and tag
 /// are left out of the filters and matched by the full-text index with the words
 /// ([`labels_apart`]).
-type Filters<'a> = (&'a CatalogQuery, &'a [(&'static str, &'a str)]);
+type Filters<'a> = (&'a CatalogQuery, &'a [(LabelKind, &'a str)]);
 
 /// The ids of relevance positions `offset..offset + fetch`: the `window` most recently
 /// created matches ranked (best first, ties by id), then the older matches, most recently
@@ -864,7 +865,9 @@ fn relevance_page(
     let skip = offset.max(window);
     let take = offset.saturating_add(fetch) - skip;
     if take > 0 {
-        ids.extend(newest_match_ids(conn, reader_org, filters, skip, take)?);
+        ids.extend(latest_created_match_ids(
+            conn, reader_org, filters, skip, take,
+        )?);
     }
     Ok(ids)
 }
@@ -879,7 +882,7 @@ fn ranked_window(
     window: i64,
 ) -> Result<Vec<(String, f64)>> {
     use schema::search::{joined_rank, rank};
-    Ok(newest_matches!(
+    Ok(latest_created_matches!(
         conn,
         reader_org,
         filters,
@@ -891,14 +894,14 @@ fn ranked_window(
 }
 
 /// The ids of the matches the reader may see, most recently created first, from `skip` on.
-fn newest_match_ids(
+fn latest_created_match_ids(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
     filters: Filters,
     skip: i64,
     take: i64,
 ) -> Result<Vec<String>> {
-    Ok(newest_matches!(
+    Ok(latest_created_matches!(
         conn,
         reader_org,
         filters,
@@ -912,14 +915,17 @@ fn newest_match_ids(
 /// The query without its category and tag when it has search words, and those labels, for
 /// the full-text index to match with the words: one index lookup finds the listings with
 /// both, where testing each match's labels would walk every match of a common word.
-fn labels_apart(query: &CatalogQuery) -> (CatalogQuery, Vec<(&'static str, &str)>) {
+fn labels_apart(query: &CatalogQuery) -> (CatalogQuery, Vec<(LabelKind, &str)>) {
     if query.terms.is_empty() {
         return (query.clone(), Vec::new());
     }
-    let labels = [("category", &query.category), ("tag", &query.tag)]
-        .into_iter()
-        .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
-        .collect();
+    let labels = [
+        (LabelKind::Category, &query.category),
+        (LabelKind::Tag, &query.tag),
+    ]
+    .into_iter()
+    .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
+    .collect();
     let rest = CatalogQuery {
         category: None,
         tag: None,
