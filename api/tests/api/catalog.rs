@@ -413,35 +413,19 @@ fn searches_narrowed_by_category_and_tag_follow_edits() {
         v.sort();
         v
     };
+    // (filters, the listings found), for each sort; a label is matched whole.
+    let cases = [
+        ("category=oc%C3%A9an", both(&gauges, &tables)),
+        ("category=ocean", vec![almanac.clone()]),
+        ("category=sea%20level", vec![gauges.clone()]),
+        ("category=sea", vec![]),
+        ("category=oc%C3%A9an&tag=hourly", vec![gauges.clone()]),
+        ("category=ocean&tag=daily", vec![]),
+    ];
     for sort in ["relevance", "newest", "title"] {
-        assert_eq!(
-            search(sort, "category=oc%C3%A9an"),
-            both(&gauges, &tables),
-            "{sort}"
-        );
-        assert_eq!(
-            search(sort, "category=ocean"),
-            vec![almanac.clone()],
-            "{sort}"
-        );
-        assert_eq!(
-            search(sort, "category=sea%20level"),
-            vec![gauges.clone()],
-            "{sort}"
-        );
-        assert!(
-            search(sort, "category=sea").is_empty(),
-            "a label is matched whole: {sort}"
-        );
-        assert_eq!(
-            search(sort, "category=oc%C3%A9an&tag=hourly"),
-            vec![gauges.clone()],
-            "{sort}"
-        );
-        assert!(
-            search(sort, "category=ocean&tag=daily").is_empty(),
-            "{sort}"
-        );
+        for (filters, expected) in &cases {
+            assert_eq!(&search(sort, filters), expected, "{sort} {filters}");
+        }
     }
     // The index's word for the category "océan" ("c" and its UTF-8 bytes in hex) is not a
     // word of any listing's text.
