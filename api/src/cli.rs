@@ -153,7 +153,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let month = billing::charges::Month::parse(&period)
                 .map_err(|m| anyhow::anyhow!("--period {m}"))?;
             cli.common.ensure_data_dir()?;
-            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let pool = schema::connect(
+                &cli.common.database_url(),
+                1,
+                true,
+                schema::FileReads::Copied,
+            )?;
             let mut conn = pool.get()?;
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} customers {elapsed}")
@@ -188,7 +193,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.common.ensure_data_dir()?;
             let stripe = payments::gateway(settings.stripe_key(), &settings.stripe_api_base)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let pool = schema::connect(
+                &cli.common.database_url(),
+                1,
+                true,
+                schema::FileReads::Copied,
+            )?;
             let (lifecycle, grace) = {
                 let mut conn = pool.get()?;
                 let lifecycle = lifecycle::run_once(&mut conn, &SystemClock).map_err(describe)?;
@@ -222,7 +232,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot read the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']);
             cli.common.ensure_data_dir()?;
-            let pool = schema::connect(&cli.common.database_url(), 1, true)?;
+            let pool = schema::connect(
+                &cli.common.database_url(),
+                1,
+                true,
+                schema::FileReads::Copied,
+            )?;
             let mut conn = pool.get()?;
             let role = match role {
                 PlatformRole::Operator => "operator",

@@ -40,8 +40,13 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Application> {
         common.ensure_data_dir()?;
-        let pool = schema::connect(&common.database_url(), common.database_pool_size, true)
-            .context("cannot open the database")?;
+        let pool = schema::connect(
+            &common.database_url(),
+            common.database_pool_size,
+            true,
+            schema::FileReads::Mapped,
+        )
+        .context("cannot open the database")?;
         let tokens = {
             let mut conn = pool.get().context("cannot get a database connection")?;
             let current = secrets::current_or_create(&mut conn, clock.as_ref(), JWT_PURPOSE)

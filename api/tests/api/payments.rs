@@ -286,7 +286,7 @@ fn settings(api_base: &str, webhook_secrets: &[&str]) -> PaymentSettings {
 
 /// Runs the payment jobs due now, as the worker and `jobs run-once` do.
 fn collect(app: &TestApp, stripe: &Stripe) -> Report {
-    let pool = schema::connect(&app.db.url, 2, false).expect("pool");
+    let pool = schema::connect(&app.db.url, 2, false, schema::FileReads::Copied).expect("pool");
     let clock: SharedClock = Arc::new(app.clock.clone());
     actix_web::rt::System::new()
         .block_on(payments::collect_due(&pool, clock, stripe))
