@@ -120,6 +120,49 @@ pub struct Listing {
     pub search_labels: String,
 }
 
+/// A listing as the API shows it: every column of [`Listing`] but the two search columns,
+/// which only the database reads. Catalog pages read this: on PostgreSQL a long
+/// `search_document` lives out of the row, and reading it cost a TOAST lookup per listing.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = listings)]
+pub struct ListingShown {
+    pub id: String,
+    pub organization_id: String,
+    pub title: String,
+    pub summary: String,
+    pub description: String,
+    /// JSON array of strings.
+    pub categories: String,
+    /// JSON array of strings.
+    pub tags: String,
+    pub visibility: String,
+    pub state: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub published_at: Option<NaiveDateTime>,
+    pub archived_at: Option<NaiveDateTime>,
+}
+
+impl From<Listing> for ListingShown {
+    fn from(l: Listing) -> Self {
+        ListingShown {
+            id: l.id,
+            organization_id: l.organization_id,
+            title: l.title,
+            summary: l.summary,
+            description: l.description,
+            categories: l.categories,
+            tags: l.tags,
+            visibility: l.visibility,
+            state: l.state,
+            created_at: l.created_at,
+            updated_at: l.updated_at,
+            published_at: l.published_at,
+            archived_at: l.archived_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = listing_labels)]
 pub struct ListingLabel {

@@ -4,7 +4,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use schema::models::{Listing, ListingAccess, ListingLabel};
+use schema::models::{Listing, ListingAccess, ListingLabel, ListingShown};
 use schema::schema::{listing_access, listing_labels, listings, offers, organizations};
 use schema::search::LabelKind;
 use schema::DbConnection;
@@ -196,9 +196,10 @@ fn allowed_organizations(conn: &mut DbConnection, listing_id: &str) -> Result<Ve
 pub fn view(
     conn: &mut DbConnection,
     reader_org: Option<&str>,
-    l: Listing,
+    l: impl Into<ListingShown>,
     provider_name: String,
 ) -> Result<ListingView> {
+    let l: ListingShown = l.into();
     let allowed = if reader_org == Some(l.organization_id.as_str()) {
         Some(allowed_organizations(conn, &l.id)?)
     } else {
@@ -637,7 +638,7 @@ macro_rules! visible_listings {
             $from,
             $reader_org,
             $query,
-            (Listing::as_select(), organizations::name)
+            (ListingShown::as_select(), organizations::name)
         )
     };
     ($from:expr, $reader_org:expr, $query:expr, $select:expr) => {{
@@ -738,7 +739,7 @@ pub fn search(
         _ => 0,
     };
     let (other_filters, labels) = labels_apart(query);
-    let mut rows: Vec<(Listing, String)> = match query.sort {
+    let mut rows: Vec<(ListingShown, String)> = match query.sort {
         // A relevance page takes several statements; one snapshot keeps them in agreement.
         Sort::Relevance => read_snapshot(conn, |conn| {
             let ids = relevance_page(
@@ -752,10 +753,10 @@ pub fn search(
             // By id alone: the ids passed the reader's filters in this same snapshot. Filtering
             // again in SQL makes SQLite walk the `state` index over every published listing
             // instead of reading these by id.
-            let mut found: Vec<(Listing, String)> = listings::table
+            let mut found: Vec<(ListingShown, String)> = listings::table
                 .inner_join(organizations::table)
                 .filter(listings::id.eq_any(&ids))
-                .select((Listing::as_select(), organizations::name))
+                .select((ListingShown::as_select(), organizations::name))
                 .load(conn)?;
             found.sort_by_cached_key(|(l, _)| ids.iter().position(|id| *id == l.id));
             Ok(found)
@@ -945,13 +946,13 @@ pub fn mine(
     page: &PageRequest,
 ) -> Result<Page<ListingView>> {
     caller.require(Capability::Read)?;
-    let rows: Vec<Listing> = after_cursor!(
+    let rows: Vec<ListingShown> = after_cursor!(
         listings::table.filter(listings::organization_id.eq(&caller.organization_id)),
         page,
         listings::created_at,
         listings::id
     )
-    .select(Listing::as_select())
+    .select(ListingShown::as_select())
     .load(conn)?;
     Page::try_from_rows(
         page,
