@@ -121,6 +121,18 @@ pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::Worker
     guard
 }
 
+/// The database of a one-shot command, migrated: one connection, reading pages as SQLite
+/// does by default (a command reads most pages about once; see [`schema::FileReads`]).
+fn command_pool(common: &CommonSettings) -> anyhow::Result<schema::DbPool> {
+    common.ensure_data_dir()?;
+    Ok(schema::connect(
+        &common.database_url(),
+        1,
+        true,
+        schema::FileReads::Copied,
+    )?)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let _log_flush = init_tracing(cli.common.log_format);
     match cli.command {
@@ -152,13 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let month = billing::charges::Month::parse(&period)
                 .map_err(|m| anyhow::anyhow!("--period {m}"))?;
-            cli.common.ensure_data_dir()?;
-            let pool = schema::connect(
-                &cli.common.database_url(),
-                1,
-                true,
-                schema::FileReads::Copied,
-            )?;
+            let pool = command_pool(&cli.common)?;
             let mut conn = pool.get()?;
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} customers {elapsed}")
@@ -190,15 +196,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs {
             command: JobsCommand::RunOnce { payments: settings },
         } => {
-            cli.common.ensure_data_dir()?;
             let stripe = payments::gateway(settings.stripe_key(), &settings.stripe_api_base)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let pool = schema::connect(
-                &cli.common.database_url(),
-                1,
-                true,
-                schema::FileReads::Copied,
-            )?;
+            let pool = command_pool(&cli.common)?;
             let (lifecycle, grace) = {
                 let mut conn = pool.get()?;
                 let lifecycle = lifecycle::run_once(&mut conn, &SystemClock).map_err(describe)?;
@@ -231,13 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .read_line(&mut password)
                 .context("cannot read the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']);
-            cli.common.ensure_data_dir()?;
-            let pool = schema::connect(
-                &cli.common.database_url(),
-                1,
-                true,
-                schema::FileReads::Copied,
-            )?;
+            let pool = command_pool(&cli.common)?;
             let mut conn = pool.get()?;
             let role = match role {
                 PlatformRole::Operator => "operator",

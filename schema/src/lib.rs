@@ -66,6 +66,10 @@ pub struct ConnectionManager {
     file_reads: FileReads,
 }
 
+/// SQLite's default upper limit of `mmap_size` (`SQLITE_MAX_MMAP_SIZE`): asking for more
+/// gets this.
+const SQLITE_MAX_MMAP_SIZE: i64 = 0x7fff_0000;
+
 /// How SQLite connections read the database file (PostgreSQL ignores it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileReads {
@@ -73,10 +77,12 @@ pub enum FileReads {
     /// command that reads most pages once, in order.
     Copied,
     /// Pages are read through a memory map of the file (up to SQLite's default limit of
-    /// about 2 GiB), shared by all connections: right for a server whose searches walk the
-    /// same pages again and again, more than a connection's page cache holds (the copies
-    /// were a sixth of a catalog search's CPU). The mapped pages count in the process's
-    /// resident size; they are the kernel's page cache, which it reclaims as it needs.
+    /// about 2 GiB), in place in the kernel's page cache: right for a server whose searches
+    /// walk the same pages again and again, more than a connection's page cache holds (the
+    /// copies were a sixth of a catalog search's CPU). Each connection maps the file, and
+    /// the process's resident size counts the pages it touched once per mapping; they are
+    /// the kernel's page cache, which it reclaims as it needs. An I/O error while reading a
+    /// mapped page ends the process (SIGBUS) instead of failing the query.
     Mapped,
 }
 
@@ -113,7 +119,7 @@ impl ConnectionManager {
                 // instead of failing; foreign keys are off in SQLite unless asked for.
                 let mmap_size = match self.file_reads {
                     FileReads::Copied => 0,
-                    FileReads::Mapped => 2_147_418_112,
+                    FileReads::Mapped => SQLITE_MAX_MMAP_SIZE,
                 };
                 conn.batch_execute(&format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -605,10 +611,12 @@ mod tests {
     /// Connections asked to map the file do; others copy pages, SQLite's default.
     #[test]
     fn sqlite_connections_map_the_file_when_asked() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let path = std::env::temp_dir().join(format!(
-            "marketplace-mmap-{}-{:?}.sqlite3",
-            std::process::id(),
-            std::time::SystemTime::now()
+            "marketplace-mmap-{}-{nanos}.sqlite3",
+            std::process::id()
         ));
         let mmap_size = |reads: FileReads| {
             let mut conn = ConnectionManager::new(&format!("sqlite://{}", path.display()))

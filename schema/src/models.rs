@@ -145,20 +145,39 @@ pub struct ListingShown {
 
 impl From<Listing> for ListingShown {
     fn from(l: Listing) -> Self {
+        // Every field named: a column added to `Listing` does not compile here until it is
+        // shown or left out on purpose.
+        let Listing {
+            id,
+            organization_id,
+            title,
+            summary,
+            description,
+            categories,
+            tags,
+            visibility,
+            state,
+            search_document: _,
+            created_at,
+            updated_at,
+            published_at,
+            archived_at,
+            search_labels: _,
+        } = l;
         ListingShown {
-            id: l.id,
-            organization_id: l.organization_id,
-            title: l.title,
-            summary: l.summary,
-            description: l.description,
-            categories: l.categories,
-            tags: l.tags,
-            visibility: l.visibility,
-            state: l.state,
-            created_at: l.created_at,
-            updated_at: l.updated_at,
-            published_at: l.published_at,
-            archived_at: l.archived_at,
+            id,
+            organization_id,
+            title,
+            summary,
+            description,
+            categories,
+            tags,
+            visibility,
+            state,
+            created_at,
+            updated_at,
+            published_at,
+            archived_at,
         }
     }
 }
