@@ -410,18 +410,23 @@ pub mod search {
     }
 }
 
-/// Usage events: the batch insert that skips ids already stored (per backend, since
-/// `ON CONFLICT` does not compile through a `MultiConnection`).
+/// Usage events: the batch insert that skips ids already stored, and keeps the monthly sums
+/// (`usage_monthly`) of what it inserted (per backend, since `ON CONFLICT` does not compile
+/// through a `MultiConnection`).
 pub mod usage {
+    use std::collections::{BTreeMap, HashSet};
+
     use diesel::prelude::*;
+    use diesel::upsert::excluded;
 
     use crate::models::UsageEvent;
-    use crate::schema::usage_events;
+    use crate::schema::{usage_events, usage_monthly};
     use crate::DbConnection;
 
-    /// Inserts the events whose (sender, id) is new, in multi-row statements; returns the
-    /// ids it inserted (the others were stored before, or by a concurrent batch that
-    /// committed first).
+    /// Inserts the events whose (sender, id) is new, in multi-row statements, and adds them
+    /// to their months' sums; returns the ids it inserted (the others were stored before,
+    /// or by a concurrent batch that committed first). Call it inside a transaction: the
+    /// sums must commit with the events.
     pub fn insert_new(conn: &mut DbConnection, events: &[UsageEvent]) -> QueryResult<Vec<String>> {
         let mut inserted = Vec::with_capacity(events.len());
         // 8 columns a row: 500 rows stay far below both bind-parameter limits.
@@ -442,7 +447,65 @@ pub mod usage {
                     .get_results::<String>(c)?,
             });
         }
+        // After every event: the sums' row locks come last, so a batch never waits for
+        // another's events while holding a sum the other one needs.
+        add_to_monthly_sums(conn, events, &inserted)?;
         Ok(inserted)
+    }
+
+    #[derive(Insertable)]
+    #[diesel(table_name = usage_monthly, treat_none_as_default_value = false)]
+    struct MonthlySum<'a> {
+        month: &'a str,
+        subscription_id: &'a str,
+        metric: &'a str,
+        quantity: i64,
+    }
+
+    /// Adds the events that were inserted to their (month, subscription, metric) sums, in
+    /// key order, so concurrent batches lock shared sums in one order (no deadlock).
+    fn add_to_monthly_sums(
+        conn: &mut DbConnection,
+        events: &[UsageEvent],
+        inserted: &[String],
+    ) -> QueryResult<()> {
+        let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        let mut sums: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+        for e in events.iter().filter(|e| inserted.contains(e.id.as_str())) {
+            // `day` is the event's UTC day, YYYY-MM-DD.
+            let month = e.day.get(..7).unwrap_or(&e.day);
+            *sums
+                .entry((month, &e.subscription_id, &e.metric))
+                .or_default() += e.quantity;
+        }
+        let rows: Vec<MonthlySum<'_>> = sums
+            .into_iter()
+            .map(|((month, subscription_id, metric), quantity)| MonthlySum {
+                month,
+                subscription_id,
+                metric,
+                quantity,
+            })
+            .collect();
+        for chunk in rows.chunks(500) {
+            let upsert = diesel::insert_into(usage_monthly::table)
+                .values(chunk)
+                .on_conflict((
+                    usage_monthly::month,
+                    usage_monthly::subscription_id,
+                    usage_monthly::metric,
+                ))
+                .do_update()
+                .set(
+                    usage_monthly::quantity
+                        .eq(usage_monthly::quantity + excluded(usage_monthly::quantity)),
+                );
+            match conn {
+                DbConnection::Postgresql(c) => upsert.execute(c)?,
+                DbConnection::Sqlite(c) => upsert.execute(c)?,
+            };
+        }
+        Ok(())
     }
 }
 

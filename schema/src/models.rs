@@ -446,6 +446,9 @@ pub struct CreditNote {
     pub total: i64,
     pub created_by: String,
     pub created_at: NaiveDateTime,
+    /// Set on a billing run's credit for late usage that lowered a finalized period's
+    /// charge: which adjustment it is (unique per invoice). `None` on finance's own notes.
+    pub adjustment_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

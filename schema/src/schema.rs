@@ -262,6 +262,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    usage_monthly (month, subscription_id, metric) {
+        month -> Text,
+        subscription_id -> Text,
+        metric -> Text,
+        quantity -> BigInt,
+    }
+}
+
 diesel::joinable!(grants -> subscriptions (subscription_id));
 diesel::joinable!(usage_events -> subscriptions (subscription_id));
 
@@ -363,6 +372,7 @@ diesel::table! {
         total -> BigInt,
         created_by -> Text,
         created_at -> Timestamp,
+        adjustment_key -> Nullable<Text>,
     }
 }
 
@@ -461,6 +471,7 @@ diesel::table! {
 diesel::joinable!(console_sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    usage_monthly,
     organizations,
     users,
     api_keys,

@@ -557,3 +557,192 @@ fn concurrent_runs_and_finalizations_stay_exact() {
     let expected: Vec<String> = (1..=50).map(|n| format!("MKT-2026-{n:06}")).collect();
     assert_eq!(numbers, expected, "gap-free, no duplicate");
 }
+
+/// Late usage that moves a finalized month's volume price to a cheaper tier lowers what the
+/// month owes: the next run credits the difference back on that invoice, once, whatever
+/// finance credited by hand, and however many runs see it at once.
+#[test]
+fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
+    let app = Arc::new(TestApp::spawn());
+    app.clock.set(at(2026, 1, 5));
+    let (fin, op, p, b) = (
+        platform(&app, "finance"),
+        platform(&app, "operator"),
+        app.signup(),
+        app.signup(),
+    );
+    let volume = offer(
+        &app,
+        &p,
+        json!({"recurring_amount": 0, "usage_prices": [{"metric": "queries", "model": "volume", "tiers": [
+        {"up_to": 100, "unit_amount_decimal": "10"}, {"up_to": null, "unit_amount_decimal": "5"}]}]}),
+    );
+    let s = subscribe(&app, &b, &volume);
+    app.patch(
+        &format!("/v1/organizations/{}/billing-settings", b.org_id),
+        Some(&op.token),
+        json!({"tax_rate_bps": 1000}),
+    );
+    app.clock.advance(Duration::seconds(5));
+    usage(&app, &p, &s, "q", 100);
+    run(&app, &fin, "2026-01");
+    let jan = invoices(&app, &fin, &format!("period=2026-01&customer={}", b.org_id));
+    let jan_id = jan[0]["id"].as_str().unwrap().to_string();
+    let finalized = app.post(
+        &format!("/v1/invoices/{jan_id}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(
+        (
+            amount(&finalized.json["subtotal"]),
+            amount(&finalized.json["tax"]),
+            amount(&finalized.json["total"])
+        ),
+        (1000, 100, 1100),
+        "100 queries at the first tier's 10, tax 10%"
+    );
+    let usage_line = finalized.json["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "usage")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Finance credits 100 by hand (goodwill): that credit stays, it is never billed again.
+    let goodwill = app.post(
+        &format!("/v1/invoices/{jan_id}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "goodwill", "lines": [{"invoice_line_id": usage_line, "amount": 100}]}),
+    );
+    assert_eq!(goodwill.status, 201, "{}", goodwill.text);
+    assert_eq!(amount(&goodwill.json["tax"]), 10);
+
+    // 20 more January queries arrive late: 120 at the second tier's 5 = 600, not 1,000.
+    usage(&app, &p, &s, "late", 20);
+    app.clock.set(at(2026, 2, 2));
+    let fin = app.again(&fin);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, token) = (app.clone(), fin.token.clone());
+            std::thread::spawn(move || {
+                app.post(
+                    "/v1/billing-runs",
+                    Some(&token),
+                    json!({"period": "2026-02"}),
+                )
+            })
+        })
+        .collect();
+    for r in runs {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["failures"], json!([]));
+    }
+    run(&app, &fin, "2026-02");
+    let jan = invoice(&app, &fin, &jan_id);
+    let notes = jan["credit_notes"].as_array().unwrap();
+    assert_eq!(
+        notes.len(),
+        2,
+        "the goodwill note and one adjustment: {jan}"
+    );
+    let adjustment = &notes[1];
+    assert_eq!(
+        (
+            amount(&adjustment["subtotal"]),
+            amount(&adjustment["tax"]),
+            amount(&adjustment["total"])
+        ),
+        (400, 40, 440),
+        "1,000 billed − 600 rated; tax round(100 × 500 / 1,000) − 10 already credited"
+    );
+    assert_eq!(adjustment["lines"][0]["invoice_line_id"], usage_line);
+    assert_eq!(amount(&jan["amount_credited"]), 550);
+    assert_eq!(amount(&jan["amount_due"]), 550);
+    assert_eq!(jan["status"], "open");
+    assert_eq!(
+        amount(&jan["total"]),
+        1100,
+        "a finalized invoice never changes"
+    );
+    let late_lines: Vec<Value> = invoices(&app, &fin, &format!("customer={}", b.org_id))
+        .iter()
+        .map(|i| invoice(&app, &fin, i["id"].as_str().unwrap()))
+        .flat_map(|i| i["lines"].as_array().unwrap().clone())
+        .filter(|l| l["source"] == "late_usage")
+        .collect();
+    assert!(
+        late_lines.is_empty(),
+        "no negative late line: {late_lines:?}"
+    );
+}
+
+/// A run bills the month's usage from the sums kept as events are stored: concurrent
+/// batches that share event ids, a refused batch and metered sums must still bill exactly
+/// what the daily usage report (read from the events) shows.
+#[test]
+fn the_billed_quantity_matches_the_events_stored_under_concurrent_batches() {
+    let app = Arc::new(TestApp::spawn());
+    app.clock.set(at(2026, 5, 20));
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    let s = subscribe(
+        &app,
+        &b,
+        &offer(&app, &p, json!({"usage_prices": graduated()})),
+    );
+    // Billed since May: June's usage is read from the month's sums, not from the events.
+    app.clock.set(at(2026, 6, 3));
+    let (fin, p) = (app.again(&fin), app.again(&p));
+    let ts = app.clock.now_for_tests().to_rfc3339();
+    // Four senders at once; each batch repeats half of the previous sender's ids.
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let (app, token, s, ts) = (app.clone(), p.token.clone(), s.clone(), ts.clone());
+            std::thread::spawn(move || {
+                let events: Vec<Value> = (t * 50..t * 50 + 100)
+                    .map(|i| {
+                        json!({"id": format!("e{i}"), "subscription_id": s, "metric": "queries",
+                        "quantity": 1 + i % 7, "timestamp": ts})
+                    })
+                    .collect();
+                app.post("/v1/usage-events", Some(&token), json!({"events": events}))
+            })
+        })
+        .collect();
+    for sender in senders {
+        let r = sender.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // A batch refused for a conflicting resend keeps nothing, not even its new events.
+    let refused = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": [
+            {"id": "fresh", "subscription_id": s, "metric": "queries", "quantity": 1000, "timestamp": ts},
+            {"id": "e0", "subscription_id": s, "metric": "queries", "quantity": 999, "timestamp": ts}]}),
+    );
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    let expected: i64 = (0..250).map(|i| 1 + i % 7).sum();
+    let report = app.get(
+        &format!("/v1/subscriptions/{s}/usage?from=2026-06-01&to=2026-06-30"),
+        Some(&p.token),
+    );
+    assert_eq!(
+        report.json["data"][0]["quantity"], expected,
+        "{}",
+        report.text
+    );
+    run(&app, &fin, "2026-06");
+    let june = invoices(&app, &fin, &format!("period=2026-06&customer={}", b.org_id));
+    let june = invoice(&app, &fin, june[0]["id"].as_str().unwrap());
+    let billed = june["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "usage")
+        .unwrap();
+    assert_eq!(billed["quantity"], expected, "{june}");
+}

@@ -149,7 +149,10 @@ fn summary(conn: &mut DbConnection, i: Invoice) -> Result<InvoiceSummary> {
     })
 }
 
-fn credited_per_line(conn: &mut DbConnection, invoice_id: &str) -> Result<Vec<(String, i64)>> {
+pub(super) fn credited_per_line(
+    conn: &mut DbConnection,
+    invoice_id: &str,
+) -> Result<Vec<(String, i64)>> {
     Ok(credit_note_lines::table
         .inner_join(credit_notes::table)
         .filter(credit_notes::invoice_id.eq(invoice_id))
@@ -661,57 +664,98 @@ pub fn credit(
                 rows.push((line, l.amount));
             }
             problems.finish()?;
-            let subtotal: i64 = rows.iter().map(|(_, a)| a).sum();
-            let totals = billing::invoice::Totals {
-                subtotal: invoice.subtotal,
-                tax: invoice.tax,
-                total: invoice.total,
-            };
-            let tax = billing::invoice::credit_note_tax(
-                totals,
-                invoice.amount_credited,
-                invoice.tax_credited,
-                subtotal,
-            )
-            .map_err(Error::internal)?;
-            let now = db_time(clock.now());
-            let note = CreditNote {
-                id: new_id("cn"),
-                invoice_id: id.to_string(),
-                organization_id: invoice.organization_id.clone(),
-                reason: reason.clone(),
-                subtotal,
-                tax,
-                total: subtotal + tax,
-                created_by: caller.principal(),
-                created_at: now,
-            };
-            diesel::insert_into(credit_notes::table)
-                .values(&note)
-                .execute(conn)?;
-            for (line, amount) in &rows {
-                diesel::insert_into(credit_note_lines::table)
-                    .values(CreditNoteLine {
-                        id: new_id("cnl"),
-                        credit_note_id: note.id.clone(),
-                        invoice_line_id: line.id.clone(),
-                        provider_organization_id: line.provider_organization_id.clone(),
-                        amount: *amount,
-                    })
-                    .execute(conn)?;
-            }
-            diesel::update(invoices::table.find(id))
-                .set((
-                    invoices::amount_credited.eq(invoice.amount_credited + subtotal),
-                    invoices::tax_credited.eq(invoice.tax_credited + tax),
-                    invoices::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-            // A credit that leaves nothing due settles an overdue invoice.
-            super::grace::settle(conn, clock, id)?;
+            let note = issue_credit_note(
+                conn,
+                clock,
+                &invoice,
+                NoteOrigin {
+                    reason: &reason,
+                    created_by: &caller.principal(),
+                    adjustment_key: None,
+                },
+                &rows,
+            )?;
             credit_note_view(conn, note, &invoice.currency)
         },
     )
+}
+
+/// Who issues a credit note, and why.
+pub(super) struct NoteOrigin<'a> {
+    pub reason: &'a str,
+    pub created_by: &'a str,
+    /// A billing run's adjustment for late usage (see `runs`); `None` for finance's notes.
+    pub adjustment_key: Option<String>,
+}
+
+/// Writes a credit note over `rows` (line, pre-tax amount; each already checked against
+/// what its line has left) on a locked open or paid invoice: the note's tax follows the
+/// invoice's tax cumulatively, and the invoice's credited amounts grow by the note.
+pub(super) fn issue_credit_note(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    invoice: &Invoice,
+    origin: NoteOrigin<'_>,
+    rows: &[(InvoiceLine, i64)],
+) -> Result<CreditNote> {
+    let subtotal: i64 = rows.iter().map(|(_, a)| a).sum();
+    let totals = billing::invoice::Totals {
+        subtotal: invoice.subtotal,
+        tax: invoice.tax,
+        total: invoice.total,
+    };
+    let tax = billing::invoice::credit_note_tax(
+        totals,
+        invoice.amount_credited,
+        invoice.tax_credited,
+        subtotal,
+    )
+    .map_err(Error::internal)?;
+    let now = db_time(clock.now());
+    let note = CreditNote {
+        id: new_id("cn"),
+        invoice_id: invoice.id.clone(),
+        organization_id: invoice.organization_id.clone(),
+        reason: origin.reason.to_string(),
+        subtotal,
+        tax,
+        total: subtotal + tax,
+        created_by: origin.created_by.to_string(),
+        created_at: now,
+        adjustment_key: origin.adjustment_key,
+    };
+    diesel::insert_into(credit_notes::table)
+        .values(&note)
+        .execute(conn)
+        .map_err(|e| {
+            if schema::is_unique_violation(&e) {
+                // Another run issued this adjustment a moment ago: retry, and see it.
+                Error::Unavailable("credit note issued concurrently".into())
+            } else {
+                e.into()
+            }
+        })?;
+    for (line, amount) in rows {
+        diesel::insert_into(credit_note_lines::table)
+            .values(CreditNoteLine {
+                id: new_id("cnl"),
+                credit_note_id: note.id.clone(),
+                invoice_line_id: line.id.clone(),
+                provider_organization_id: line.provider_organization_id.clone(),
+                amount: *amount,
+            })
+            .execute(conn)?;
+    }
+    diesel::update(invoices::table.find(&invoice.id))
+        .set((
+            invoices::amount_credited.eq(invoice.amount_credited + subtotal),
+            invoices::tax_credited.eq(invoice.tax_credited + tax),
+            invoices::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    // A credit that leaves nothing due settles an overdue invoice.
+    super::grace::settle(conn, clock, &invoice.id)?;
+    Ok(note)
 }
 
 /// What the invoices matching a filter add up to, in one currency.

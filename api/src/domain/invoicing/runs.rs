@@ -14,12 +14,13 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use schema::models::{BillingRun, Invoice, InvoiceLine, Subscription};
 use schema::schema::{
-    billing_runs, invoice_lines, invoices, offers, organizations, subscriptions, usage_events,
+    billing_runs, credit_note_lines, credit_notes, invoice_lines, invoices, offers, organizations,
+    subscriptions, usage_events, usage_monthly,
 };
 use schema::DbConnection;
 use serde::{Deserialize, Serialize};
 
-use super::BillingDefaults;
+use super::{invoices as invoicing, BillingDefaults};
 use crate::domain::audit::{self, Entry};
 use crate::domain::auth::{Caller, Capability};
 use crate::domain::clock::{db_time, utc, Clock};
@@ -122,6 +123,7 @@ pub fn bill_period(
         invoices: live_invoices(conn, month)?,
         rates: organization_rates(conn)?,
         defaults,
+        started_by: started_by.to_string(),
     };
     let (mut tally, mut failures) = (Tally::default(), Vec::new());
     let customers: Vec<(&String, &Vec<Subscription>)> = by_customer.iter().collect();
@@ -230,9 +232,9 @@ pub fn list_runs(
 
 /// Usage per (subscription, metric) of `subs` in the month, counting only events from each
 /// subscription's billing anchor on (usage during a trial is free). A subscription billed
-/// since before the month counts all of its usage in the month: one aggregate that reads
-/// only the usage index. Those whose billing starts inside the month take the same query
-/// joined to their subscription for the anchor, which the rest need not pay for each event.
+/// since before the month counts all of its usage in the month: its monthly sums, kept as
+/// events are stored (`usage_monthly`), so this read does not grow with the events. Those
+/// whose billing starts inside the month sum their events from the anchor on.
 fn usage_totals(
     conn: &mut DbConnection,
     month: Month,
@@ -249,56 +251,58 @@ fn usage_totals(
             _ => {} // not billable in this month
         }
     }
-    let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
-    // `occurred_at` is the rule. Reads of chosen subscriptions are bounded by `day` as well,
-    // the third column of the usage index after (subscription, metric); the whole month's
-    // read scans the table either way, where comparing `day` too would only cost time.
-    macro_rules! days_of_month {
+    macro_rules! sums_of_month {
         ($q:expr) => {
-            $q.filter(usage_events::day.ge(day(month.start())))
-                .filter(usage_events::day.lt(day(month.end())))
-        };
-    }
-    macro_rules! in_month {
-        ($q:expr) => {
-            $q.filter(usage_events::occurred_at.ge(month.start()))
-                .filter(usage_events::occurred_at.lt(month.end()))
-                .group_by((usage_events::subscription_id, usage_events::metric))
+            $q.filter(usage_monthly::month.eq(month.to_string()))
                 .select((
-                    usage_events::subscription_id,
-                    usage_events::metric,
-                    sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+                    usage_monthly::subscription_id,
+                    usage_monthly::metric,
+                    usage_monthly::quantity,
                 ))
         };
     }
-    // A run over many subscriptions reads the whole month once; a few (late charges of one
-    // customer) are picked out by id. 500 ids a statement stay below bind-parameter limits.
+    // A run over many subscriptions reads the whole month's sums once; a few (late charges
+    // of one customer) are picked out by id. 500 ids a statement stay below bind-parameter
+    // limits.
     let mut rows: Vec<(String, String, i64)> = Vec::new();
     if whole_month.len() > 500 {
-        rows = in_month!(usage_events::table).load(conn)?;
+        rows = sums_of_month!(usage_monthly::table).load(conn)?;
+        // The whole month holds every subscription's sums: keep the ones asked for.
+        rows.retain(|(subscription, _, _)| whole_month.contains(subscription.as_str()));
     } else {
         let ids: Vec<&str> = whole_month.iter().copied().collect();
         for chunk in ids.chunks(500) {
             rows.extend(
-                in_month!(days_of_month!(
-                    usage_events::table.filter(usage_events::subscription_id.eq_any(chunk))
-                ))
+                sums_of_month!(
+                    usage_monthly::table.filter(usage_monthly::subscription_id.eq_any(chunk))
+                )
                 .load::<(String, String, i64)>(conn)?,
             );
         }
     }
-    // The whole month's read holds every subscription's usage: keep the ones it is for.
-    rows.retain(|(subscription, _, _)| whole_month.contains(subscription.as_str()));
+    let day = |t: NaiveDateTime| t.format("%Y-%m-%d").to_string();
     for chunk in from_anchor.chunks(500) {
-        let anchored: Vec<(String, String, i64)> = in_month!(days_of_month!(usage_events::table
+        // `occurred_at` is the rule; `day`, the third column of the usage index after
+        // (subscription, metric), bounds the index range read.
+        let anchored: Vec<(String, String, i64)> = usage_events::table
             .inner_join(subscriptions::table)
             .filter(usage_events::subscription_id.eq_any(chunk))
+            .filter(usage_events::day.ge(day(month.start())))
+            .filter(usage_events::day.lt(day(month.end())))
+            .filter(usage_events::occurred_at.ge(month.start()))
+            .filter(usage_events::occurred_at.lt(month.end()))
             .filter(
                 usage_events::occurred_at
                     .nullable()
                     .ge(subscriptions::billing_anchor),
-            )))
-        .load(conn)?;
+            )
+            .group_by((usage_events::subscription_id, usage_events::metric))
+            .select((
+                usage_events::subscription_id,
+                usage_events::metric,
+                sql::<BigInt>("CAST(SUM(usage_events.quantity) AS BIGINT)"),
+            ))
+            .load(conn)?;
         rows.extend(anchored);
     }
     Ok(rows
@@ -331,6 +335,8 @@ struct RunInputs {
     rates: HashMap<String, Rates>,
     /// The rates of organizations without their own.
     defaults: BillingDefaults,
+    /// Who started the run, for the credit notes it issues.
+    started_by: String,
 }
 
 impl RunInputs {
@@ -515,6 +521,7 @@ fn build_customer(
         }
         lines.extend(late_charges(
             conn,
+            clock,
             inputs,
             fresh,
             customer,
@@ -561,9 +568,13 @@ pub fn live_invoice(
 }
 
 /// For each earlier month whose invoice is final: rate that month in full again and charge
-/// the difference to what was billed for it (on any live invoice but this draft).
+/// the difference to what was billed for it (on any live invoice but this draft). Where
+/// the month now rates lower (late usage moving a volume price to a cheaper tier), the
+/// difference is credited back at once (`credit_overbilled`) instead.
+#[allow(clippy::too_many_arguments)]
 fn late_charges(
     conn: &mut DbConnection,
+    clock: &dyn Clock,
     inputs: &RunInputs,
     fresh: bool,
     customer: &str,
@@ -586,13 +597,20 @@ fn late_charges(
         for b in group {
             for charge in charges_for(b, earlier, &usage)? {
                 let billed =
-                    billed_for(conn, &b.sub.id, &charge.key, draft.map(|d| d.id.as_str()))?;
-                if let Some(late) = charges::late(&charge, billed) {
-                    if late.amount > 0 {
-                        out.push((b.sub.id.clone(), late));
-                    }
-                    // A negative difference (a volume price falling) would be a credit note;
-                    // rating only ever rises for per-unit and graduated prices.
+                    billed_lines(conn, &b.sub.id, &charge.key, draft.map(|d| d.id.as_str()))?;
+                let net: i64 = billed.iter().map(Billed::net).sum();
+                let Some(late) = charges::late(&charge, net) else {
+                    continue;
+                };
+                if late.amount > 0 {
+                    out.push((b.sub.id.clone(), late));
+                } else {
+                    let adjustment = Adjustment {
+                        key: format!("{}:{}:{}", b.sub.id, charge.key, charge.quantity),
+                        reason: format!("Late usage lowered: {}", charge.description),
+                        owed_back: -late.amount,
+                    };
+                    credit_overbilled(conn, clock, &inputs.started_by, &adjustment, billed)?;
                 }
             }
         }
@@ -600,22 +618,144 @@ fn late_charges(
     Ok(out)
 }
 
-/// What live invoices other than `except` already charged for this subscription and key.
-fn billed_for(
+/// A line already billed for a subscription's charge, with what credit notes took back.
+struct Billed {
+    line: InvoiceLine,
+    invoice_status: String,
+    /// Credited on this line by any credit note.
+    credited: i64,
+    /// Credited by billing runs' late-usage adjustments only: finance's own credits
+    /// (goodwill, disputes) stay credited and are not billed again as late charges.
+    adjusted: i64,
+}
+
+impl Billed {
+    /// What this line counts as billed for the charge.
+    fn net(&self) -> i64 {
+        self.line.amount - self.adjusted
+    }
+
+    /// What a credit note may still take back from this line.
+    fn creditable(&self) -> i64 {
+        self.line.amount - self.credited
+    }
+}
+
+/// The lines live invoices other than `except` hold for this subscription and charge (its
+/// own line and late ones), the newest period first.
+fn billed_lines(
     conn: &mut DbConnection,
     subscription_id: &str,
     key: &str,
     except: Option<&str>,
-) -> Result<i64> {
-    let amounts: Vec<i64> = invoice_lines::table
+) -> Result<Vec<Billed>> {
+    let lines: Vec<(InvoiceLine, String)> = invoice_lines::table
         .inner_join(invoices::table)
         .filter(invoice_lines::subscription_id.eq(subscription_id))
         .filter(invoice_lines::charge_key.eq_any([key.to_string(), format!("late:{key}")]))
         .filter(invoices::status.ne("void"))
         .filter(invoices::id.ne(except.unwrap_or("")))
-        .select(invoice_lines::amount)
+        .order((invoices::period.desc(), invoice_lines::position.desc()))
+        .select((InvoiceLine::as_select(), invoices::status))
         .load(conn)?;
-    Ok(amounts.into_iter().sum())
+    let credits: Vec<(String, i64, Option<String>)> = if lines.is_empty() {
+        Vec::new()
+    } else {
+        credit_note_lines::table
+            .inner_join(credit_notes::table)
+            .filter(credit_note_lines::invoice_line_id.eq_any(lines.iter().map(|(l, _)| &l.id)))
+            .select((
+                credit_note_lines::invoice_line_id,
+                credit_note_lines::amount,
+                credit_notes::adjustment_key,
+            ))
+            .load(conn)?
+    };
+    Ok(lines
+        .into_iter()
+        .map(|(line, invoice_status)| {
+            let on_line = credits.iter().filter(|(id, _, _)| *id == line.id);
+            let credited = on_line.clone().map(|(_, a, _)| a).sum();
+            let adjusted = on_line
+                .filter(|(_, _, key)| key.is_some())
+                .map(|(_, a, _)| a)
+                .sum();
+            Billed {
+                line,
+                invoice_status,
+                credited,
+                adjusted,
+            }
+        })
+        .collect())
+}
+
+/// A late-usage adjustment: how much a finalized period was billed over its rating now.
+struct Adjustment {
+    /// Subscription, charge and the quantity now rated: the same adjustment is never
+    /// issued twice on one invoice (a unique key), and more usage makes a new one.
+    key: String,
+    reason: String,
+    owed_back: i64,
+}
+
+/// Credits `adjustment.owed_back` on the lines billed for the charge, the newest first, as
+/// one credit note per invoice (open or paid: a paid one's credit is a balance owed back).
+fn credit_overbilled(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    started_by: &str,
+    adjustment: &Adjustment,
+    billed: Vec<Billed>,
+) -> Result<()> {
+    let mut left = adjustment.owed_back;
+    let mut per_invoice: BTreeMap<String, Vec<(InvoiceLine, i64)>> = BTreeMap::new();
+    for b in billed {
+        let amount = b.creditable().min(left);
+        if amount <= 0 || !matches!(b.invoice_status.as_str(), "open" | "paid") {
+            continue;
+        }
+        left -= amount;
+        per_invoice
+            .entry(b.line.invoice_id.clone())
+            .or_default()
+            .push((b.line, amount));
+    }
+    for (invoice_id, rows) in per_invoice {
+        schema::locks::invoice(conn, &invoice_id)?;
+        let invoice: Invoice = invoices::table
+            .find(&invoice_id)
+            .select(Invoice::as_select())
+            .first(conn)?;
+        // Locked now: if finance voided it or credited these lines since they were read,
+        // start over from what the database holds.
+        let credited = invoicing::credited_per_line(conn, &invoice_id)?;
+        let changed = rows.iter().any(|(line, amount)| {
+            let taken: i64 = credited
+                .iter()
+                .filter(|(id, _)| *id == line.id)
+                .map(|(_, a)| a)
+                .sum();
+            *amount > line.amount - taken
+        });
+        if changed || !matches!(invoice.status.as_str(), "open" | "paid") {
+            return Err(Error::Unavailable(
+                "an invoice changed during the run".into(),
+            ));
+        }
+        let origin = invoicing::NoteOrigin {
+            reason: &adjustment.reason,
+            created_by: started_by,
+            adjustment_key: Some(adjustment.key.clone()),
+        };
+        invoicing::issue_credit_note(conn, clock, &invoice, origin, &rows)?;
+        audit::record(
+            conn,
+            clock,
+            Entry::new("platform", started_by, "credit_note.issued", &invoice_id),
+        )?;
+    }
+    Ok(())
 }
 
 /// The invoice a customer's draft is written as.

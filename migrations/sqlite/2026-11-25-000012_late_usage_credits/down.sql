@@ -1,0 +1,2 @@
+DROP INDEX credit_notes_adjustment;
+ALTER TABLE credit_notes DROP COLUMN adjustment_key;
