@@ -607,6 +607,17 @@ pub fn bulk_derived_writes(conn: &mut DbConnection) -> diesel::QueryResult<()> {
     }
 }
 
+/// Makes the current transaction's commit wait for the disk again, after
+/// `bulk_derived_writes`: for a bulk transaction that also writes records nothing rebuilds
+/// (a billing run's credit notes).
+pub fn durable_commit(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConnection::Postgresql(c) => c.batch_execute("SET LOCAL synchronous_commit TO ON"),
+        DbConnection::Sqlite(_) => Ok(()),
+    }
+}
+
 /// Row locks for the few writes that must queue behind each other on PostgreSQL (SQLite
 /// writers queue anyway).
 pub mod locks {

@@ -135,7 +135,8 @@ pub fn bill_period(
         let together = transaction_once(conn, |conn| {
             // Drafts are derived data: the run's own record, committed normally at the end,
             // flushes them to disk with it; a crash before that loses only drafts that the
-            // next run rebuilds. (And their foreign-key checks use indexes: see there.)
+            // next run rebuilds; a credit note for late usage makes its commit durable again
+            // (`credit_overbilled`). (And their foreign-key checks use indexes: see there.)
             schema::bulk_derived_writes(conn)?;
             let mut chunk_tally = Tally::default();
             let mut new_drafts = NewDrafts::default();
@@ -609,6 +610,9 @@ fn late_charges(
                         key: format!("{}:{}:{}", b.sub.id, charge.key, charge.quantity),
                         reason: format!("Late usage lowered: {}", charge.description),
                         owed_back: -late.amount,
+                        subscription_id: &b.sub.id,
+                        charge_key: &charge.key,
+                        except: draft.map(|d| d.id.as_str()),
                     };
                     credit_overbilled(conn, clock, &inputs.started_by, &adjustment, billed)?;
                 }
@@ -691,12 +695,16 @@ fn billed_lines(
 }
 
 /// A late-usage adjustment: how much a finalized period was billed over its rating now.
-struct Adjustment {
+struct Adjustment<'a> {
     /// Subscription, charge and the quantity now rated: the same adjustment is never
     /// issued twice on one invoice (a unique key), and more usage makes a new one.
     key: String,
     reason: String,
     owed_back: i64,
+    /// What `billed_lines` was asked, to read the lines again under the invoices' locks.
+    subscription_id: &'a str,
+    charge_key: &'a str,
+    except: Option<&'a str>,
 }
 
 /// Credits `adjustment.owed_back` on the lines billed for the charge, the newest first, as
@@ -705,9 +713,10 @@ fn credit_overbilled(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     started_by: &str,
-    adjustment: &Adjustment,
+    adjustment: &Adjustment<'_>,
     billed: Vec<Billed>,
 ) -> Result<()> {
+    let seen = billed_state(&billed);
     let mut left = adjustment.owed_back;
     let mut per_invoice: BTreeMap<String, Vec<(InvoiceLine, i64)>> = BTreeMap::new();
     for b in billed {
@@ -721,28 +730,34 @@ fn credit_overbilled(
             .or_default()
             .push((b.line, amount));
     }
+    if per_invoice.is_empty() {
+        return Ok(());
+    }
+    // Credit notes are records nothing rebuilds: this transaction's commit waits for the
+    // disk, even inside a run's bulk transaction of drafts.
+    schema::durable_commit(conn)?;
+    // Lock the invoices (in key order, as every run does), then read the lines again: if
+    // another run credited this charge, or finance credited or voided, since they were
+    // read, start over from what the database holds.
+    for invoice_id in per_invoice.keys() {
+        schema::locks::invoice(conn, invoice_id)?;
+    }
+    let now = billed_lines(
+        conn,
+        adjustment.subscription_id,
+        adjustment.charge_key,
+        adjustment.except,
+    )?;
+    if billed_state(&now) != seen {
+        return Err(Error::Unavailable(
+            "an invoice changed during the run".into(),
+        ));
+    }
     for (invoice_id, rows) in per_invoice {
-        schema::locks::invoice(conn, &invoice_id)?;
         let invoice: Invoice = invoices::table
             .find(&invoice_id)
             .select(Invoice::as_select())
             .first(conn)?;
-        // Locked now: if finance voided it or credited these lines since they were read,
-        // start over from what the database holds.
-        let credited = invoicing::credited_per_line(conn, &invoice_id)?;
-        let changed = rows.iter().any(|(line, amount)| {
-            let taken: i64 = credited
-                .iter()
-                .filter(|(id, _)| *id == line.id)
-                .map(|(_, a)| a)
-                .sum();
-            *amount > line.amount - taken
-        });
-        if changed || !matches!(invoice.status.as_str(), "open" | "paid") {
-            return Err(Error::Unavailable(
-                "an invoice changed during the run".into(),
-            ));
-        }
         let origin = invoicing::NoteOrigin {
             reason: &adjustment.reason,
             created_by: started_by,
@@ -756,6 +771,21 @@ fn credit_overbilled(
         )?;
     }
     Ok(())
+}
+
+/// What a credit decision rests on: each billed line, its invoice's status and its credits.
+fn billed_state(billed: &[Billed]) -> Vec<(String, String, i64, i64)> {
+    billed
+        .iter()
+        .map(|b| {
+            (
+                b.line.id.clone(),
+                b.invoice_status.clone(),
+                b.credited,
+                b.adjusted,
+            )
+        })
+        .collect()
 }
 
 /// The invoice a customer's draft is written as.
