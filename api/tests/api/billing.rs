@@ -98,6 +98,23 @@ fn run(app: &TestApp, fin: &User, period: &str) -> Value {
     r.json
 }
 
+/// Two runs of `period` started at once; both succeed and report no failed customer.
+fn two_runs_at_once(app: &Arc<TestApp>, fin: &User, period: &str) {
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, token, period) = (app.clone(), fin.token.clone(), period.to_string());
+            std::thread::spawn(move || {
+                app.post("/v1/billing-runs", Some(&token), json!({"period": period}))
+            })
+        })
+        .collect();
+    for r in runs {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["failures"], json!([]));
+    }
+}
+
 fn invoices(app: &TestApp, fin: &User, query: &str) -> Vec<Value> {
     app.all_pages(&format!("/v1/invoices?{query}"), &fin.token, 200)
 }
@@ -507,21 +524,7 @@ fn concurrent_runs_and_finalizations_stay_exact() {
         let b = app.signup();
         subscribe(&app, &b, &oid);
     }
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let (app, token) = (app.clone(), fin.token.clone());
-            std::thread::spawn(move || {
-                app.post(
-                    "/v1/billing-runs",
-                    Some(&token),
-                    json!({"period": "2026-05"}),
-                )
-            })
-        })
-        .collect();
-    for r in runs {
-        assert_eq!(r.join().unwrap().status, 201);
-    }
+    two_runs_at_once(&app, &fin, "2026-05");
     let all = invoices(&app, &fin, "period=2026-05");
     assert_eq!(all.len(), 50, "one invoice per customer");
     assert!(
@@ -624,23 +627,7 @@ fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
     usage(&app, &p, &s, "late", 20);
     app.clock.set(at(2026, 2, 2));
     let fin = app.again(&fin);
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let (app, token) = (app.clone(), fin.token.clone());
-            std::thread::spawn(move || {
-                app.post(
-                    "/v1/billing-runs",
-                    Some(&token),
-                    json!({"period": "2026-02"}),
-                )
-            })
-        })
-        .collect();
-    for r in runs {
-        let r = r.join().unwrap();
-        assert_eq!(r.status, 201, "{}", r.text);
-        assert_eq!(r.json["failures"], json!([]));
-    }
+    two_runs_at_once(&app, &fin, "2026-02");
     run(&app, &fin, "2026-02");
     let jan = invoice(&app, &fin, &jan_id);
     let notes = jan["credit_notes"].as_array().unwrap();
