@@ -149,10 +149,7 @@ fn summary(conn: &mut DbConnection, i: Invoice) -> Result<InvoiceSummary> {
     })
 }
 
-pub(super) fn credited_per_line(
-    conn: &mut DbConnection,
-    invoice_id: &str,
-) -> Result<Vec<(String, i64)>> {
+fn credited_per_line(conn: &mut DbConnection, invoice_id: &str) -> Result<Vec<(String, i64)>> {
     Ok(credit_note_lines::table
         .inner_join(credit_notes::table)
         .filter(credit_notes::invoice_id.eq(invoice_id))
