@@ -5,7 +5,6 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use billing::currency::CurrencyCode;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -489,14 +488,7 @@ pub fn sanitized(html_from_markdown: &str) -> Markup {
 
 /// `12.34 USD`: the currency's minor units, as the CSV export writes them.
 pub fn money(m: &Money) -> String {
-    match CurrencyCode::parse(&m.currency) {
-        Ok(c) => format!(
-            "{} {}",
-            billing::money::Money::new(m.amount, c).major_units(),
-            m.currency
-        ),
-        Err(_) => format!("{} (minor units) {}", m.amount, m.currency),
-    }
+    m.display()
 }
 
 pub fn money_of(amount: i64, currency: &str) -> String {

@@ -23,12 +23,17 @@ use super::pagination::{Page, PageRequest};
 use crate::after_cursor;
 
 /// The event types an endpoint can ask for (`*` asks for all, those added later too).
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "subscription.requested",
     "subscription.approved",
     "subscription.rejected",
     "subscription.term_ending",
     "revision.revoked",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.voided",
+    "credit_note.issued",
 ];
 pub const ALL_EVENTS: &str = "*";
 pub const URL_MAX: usize = 2048;

@@ -20,31 +20,31 @@ use crate::helpers::{Reply, TestApp, User};
 // ---------- a local HTTP receiver ----------
 
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
+pub(crate) struct Received {
+    pub(crate) path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// An HTTP server on 127.0.0.1 that records each request and answers with the next status
 /// of `statuses` (200 once they run out).
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     requests: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(statuses: &[u16]) -> Receiver {
+    pub(crate) fn start(statuses: &[u16]) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -62,11 +62,11 @@ impl Receiver {
         Receiver { port, requests }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -324,7 +324,7 @@ fn outbox_rows(app: &TestApp, kind: &str) -> Vec<OutboxMessage> {
 }
 
 /// Checks `Marketplace-Signature: t=…,v1=…` against the endpoint's secret; returns `t`.
-fn verify_signature(request: &Received, secret: &str) -> i64 {
+pub(crate) fn verify_signature(request: &Received, secret: &str) -> i64 {
     let header = request.header("marketplace-signature");
     let mut t = None;
     let mut v1 = Vec::new();

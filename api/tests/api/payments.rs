@@ -797,7 +797,12 @@ fn a_failed_payment_is_recorded_and_told_to_admins_and_finance() {
     // One e-mail to each admin and finance user, none to plain members.
     let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
         .into_iter()
-        .skip(mails_before.len())
+        .filter(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Payment of invoice")
+        })
         .collect();
     let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
     to.sort();
@@ -1101,4 +1106,190 @@ fn voiding_the_overdue_invoice_restores_at_once() {
     assert_eq!(v.json["status"], "void", "{}", v.text);
     assert_eq!(grants(&app, &b), vec![(false, true)]);
     assert_eq!(grace_pass(&app), grace::Report::default());
+}
+
+#[test]
+fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_by_email() {
+    use crate::notifications::{verify_signature, Receiver};
+    let secret = "whsec_notices";
+    let app = TestApp::builder()
+        .webhook_allow_private(true)
+        .payments(PaymentSettings {
+            stripe_secret_key: None,
+            ..settings("https://api.stripe.com", &[secret])
+        })
+        .spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let b_finance = app.add_member(&b, "finance");
+    let b_member = app.add_member(&b, "member");
+    let (customer_hooks, provider_hooks) = (Receiver::start(&[]), Receiver::start(&[]));
+    let hook = |who: &User, receiver: &Receiver, events: Value| {
+        let r = app.post(
+            "/v1/webhook-endpoints",
+            Some(&who.token),
+            json!({"url": receiver.url("/hooks"), "events": events}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["secret"].as_str().unwrap().to_string()
+    };
+    let customer_secret = hook(
+        &b,
+        &customer_hooks,
+        json!([
+            "invoice.finalized",
+            "invoice.paid",
+            "invoice.payment_failed",
+            "invoice.voided",
+            "credit_note.issued"
+        ]),
+    );
+    // The provider asks for everything, and hears nothing of its customer's invoices.
+    hook(&p, &provider_hooks, json!(["*"]));
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    // What each step sends, delivered and verified: (type, data).
+    let told = |seen: usize| -> Vec<(String, Value)> {
+        let report = app.deliver_outbox();
+        assert_eq!(report.failed + report.retrying, 0, "{report:?}");
+        customer_hooks.requests()[seen..]
+            .iter()
+            .map(|r| {
+                verify_signature(r, &customer_secret);
+                let event = r.json();
+                assert_eq!(
+                    r.header("marketplace-event-id"),
+                    event["id"].as_str().unwrap()
+                );
+                (
+                    event["type"].as_str().unwrap().to_string(),
+                    event["data"].clone(),
+                )
+            })
+            .collect()
+    };
+
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    let (id, number) = (inv["id"].as_str().unwrap(), inv["number"].as_str().unwrap());
+    let events = told(0);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "invoice.finalized");
+    let data = &events[0].1["invoice"];
+    assert_eq!(
+        (
+            data["id"].as_str(),
+            data["number"].as_str(),
+            data["status"].as_str()
+        ),
+        (Some(id), Some(number), Some("open"))
+    );
+    assert_eq!(
+        data["amount_due"],
+        json!({"amount": 50000, "currency": "USD"})
+    );
+    assert_eq!(data["customer"]["id"], b.org_id.as_str());
+    // The finalized invoice by e-mail to the customer's admins and finance users only.
+    let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
+        .into_iter()
+        .filter(|m| m["subject"].as_str().unwrap().starts_with("Invoice "))
+        .collect();
+    let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
+    to.sort();
+    let mut expected = vec![b.email.as_str(), b_finance.email.as_str()];
+    expected.sort();
+    assert_eq!(to, expected);
+    assert!(!to.contains(&b_member.email.as_str()));
+    let subject = mails[0]["subject"].as_str().unwrap();
+    assert!(
+        subject.contains(number) && subject.contains("500.00 USD"),
+        "{subject}"
+    );
+    let text = mails[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Total: 500.00 USD") && text.contains(id),
+        "{text}"
+    );
+
+    // A failed payment: the provider's reason travels with the event.
+    let now = app.clock.now_for_tests().timestamp();
+    let body = event(
+        "evt_declined_1",
+        "payment_intent.payment_failed",
+        "pi_1",
+        &inv,
+        json!({"last_payment_error": {"message": "Your card was declined."}}),
+    );
+    let r = deliver(
+        &app,
+        &body,
+        Some(&format!("t={now},v1={}", sign(secret, now, &body))),
+    );
+    assert_eq!(r.json["outcome"], "applied", "{}", r.text);
+    let events = told(1);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "invoice.payment_failed");
+    assert_eq!(events[0].1["reason"], "Your card was declined.");
+    assert_eq!(events[0].1["invoice"]["id"], id);
+
+    // A credit note of 100.00, then the rest paid by hand.
+    let line = inv["lines"][0]["id"].as_str().unwrap();
+    let cn = app.post(
+        &format!("/v1/invoices/{id}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "Outage", "lines": [{"invoice_line_id": line, "amount": 10000}]}),
+    );
+    assert_eq!(cn.status, 201, "{}", cn.text);
+    let paid = app.post(
+        &format!("/v1/invoices/{id}/pay"),
+        Some(&fin.token),
+        json!({"method": "manual", "reference": "wire 7"}),
+    );
+    assert_eq!(paid.status, 200, "{}", paid.text);
+    let events = told(2);
+    // (Delivered in any order: each event stands alone.)
+    let of = |kind: &str| -> Value {
+        let found: Vec<&Value> = events
+            .iter()
+            .filter(|(t, _)| t == kind)
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind} in {events:?}");
+        found[0].clone()
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    let credited = of("credit_note.issued");
+    assert_eq!(credited["credit_note"]["id"], cn.json["id"]);
+    assert_eq!(
+        credited["credit_note"]["total"],
+        json!({"amount": 10000, "currency": "USD"})
+    );
+    assert_eq!(credited["invoice"]["id"], id);
+    assert_eq!(credited["invoice"]["amount_due"]["amount"], 40000);
+    assert_eq!(of("invoice.paid")["invoice"]["status"], "paid");
+
+    // The next month's invoice, voided.
+    app.clock.set(at(2026, 12, 10));
+    let (fin, b) = (app.again(&fin), app.again(&b));
+    let december = open_invoice(&app, &fin, &b, "2026-12");
+    let void = app.post(
+        &format!("/v1/invoices/{}/void", december["id"].as_str().unwrap()),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(void.status, 200, "{}", void.text);
+    let mut kinds: Vec<String> = told(4).into_iter().map(|(t, _)| t).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["invoice.finalized", "invoice.voided"]);
+
+    assert!(
+        provider_hooks.requests().iter().all(|r| !r.json()["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("invoice")
+            && !r.json()["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("credit_note")),
+        "the provider is not told of its customer's invoices"
+    );
 }

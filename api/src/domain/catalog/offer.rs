@@ -55,6 +55,20 @@ pub struct Money {
     pub currency: String,
 }
 
+impl Money {
+    /// `12.34 USD`, `500 JPY`: major units, as the CSV export writes them.
+    pub fn display(&self) -> String {
+        match billing::currency::CurrencyCode::parse(&self.currency) {
+            Ok(c) => format!(
+                "{} {}",
+                billing::money::Money::new(self.amount, c).major_units(),
+                self.currency
+            ),
+            Err(_) => format!("{} (minor units) {}", self.amount, self.currency),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OfferView {
     pub id: String,

@@ -132,7 +132,7 @@ fn customer_ref(conn: &mut DbConnection, id: &str) -> Result<OrganizationRef> {
     })
 }
 
-fn summary(conn: &mut DbConnection, i: Invoice) -> Result<InvoiceSummary> {
+pub(super) fn summary(conn: &mut DbConnection, i: Invoice) -> Result<InvoiceSummary> {
     Ok(InvoiceSummary {
         customer: customer_ref(conn, &i.organization_id)?,
         subtotal: money(i.subtotal, &i.currency),
@@ -458,6 +458,7 @@ pub fn finalize(
                 // Collection (Stripe) runs after this transaction commits, from this job.
                 super::payments::enqueue_collection(conn, clock, &invoice)?;
             }
+            super::notices::finalized(conn, clock, id)?;
             reload(conn, id)
         },
     )
@@ -496,6 +497,7 @@ pub fn void(
                 ))
                 .execute(conn)?;
             super::grace::settle(conn, clock, id)?;
+            super::notices::voided(conn, clock, id)?;
             reload(conn, id)
         },
     )
@@ -568,7 +570,7 @@ pub fn record_payment(
         .execute(conn)?;
     // Nothing overdue left: the customer's suspended grants come back at once.
     super::grace::settle(conn, clock, &invoice.id)?;
-    Ok(())
+    super::notices::paid(conn, clock, &invoice.id)
 }
 
 #[derive(Debug, Deserialize)]
@@ -752,6 +754,7 @@ pub(super) fn issue_credit_note(
         .execute(conn)?;
     // A credit that leaves nothing due settles an overdue invoice.
     super::grace::settle(conn, clock, &invoice.id)?;
+    super::notices::credit_note_issued(conn, clock, &note)?;
     Ok(note)
 }
 

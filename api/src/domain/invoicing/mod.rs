@@ -3,6 +3,7 @@
 
 pub mod grace;
 pub mod invoices;
+mod notices;
 pub mod payments;
 pub mod reports;
 pub mod runs;

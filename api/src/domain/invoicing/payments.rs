@@ -10,11 +10,11 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use schema::models::{Invoice, Payment, PaymentJob, StripeCustomer, StripeEvent};
-use schema::schema::{invoices, organizations, payment_jobs, payments, stripe_customers, users};
+use schema::schema::{invoices, organizations, payment_jobs, payments, stripe_customers};
 use schema::{DbConnection, DbPool};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::invoices::{amount_due, record_payment};
 use super::stripe::{Charge, Failure, Stripe};
@@ -23,7 +23,6 @@ use crate::domain::clock::{db_time, Clock, SharedClock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
-use crate::domain::outbox::{self, Email, Message};
 use crate::domain::validate::{integral_numbers, replace_nul};
 use ::stripe::{PaymentIntent, PaymentIntentStatus};
 
@@ -40,8 +39,6 @@ const LEASE: Duration = Duration::minutes(5);
 const MAX_TRIES: i32 = 12;
 /// Oldest signature timestamp accepted, either way of the server clock (replays).
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
-/// Roles of the customer's users told about a failed payment.
-const PAYMENT_RECIPIENTS: [&str; 2] = ["admin", "finance"];
 
 /// Writes the collection job of an invoice that finalization just opened (its first
 /// collection attempt). Call it in the finalizing transaction: the job exists if and only if
@@ -649,7 +646,8 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
 }
 
 /// `payment_intent.payment_failed`: a failed payment is recorded, the invoice stays open with
-/// the failure on it, and the customer's admins and finance users are told by e-mail.
+/// the failure on it, and the customer is told (e-mail to its admins and finance users, and
+/// `invoice.payment_failed` to its webhook endpoints).
 fn failed(
     conn: &mut DbConnection,
     clock: &dyn Clock,
@@ -703,65 +701,8 @@ fn failed(
         )
         .detail(json!({"payment_intent": pi.id, "amount": pi.amount, "reason": reason})),
     )?;
-    tell_payment_failed(conn, clock, event_id, &invoice, &reason)?;
+    super::notices::payment_failed(conn, clock, event_id, &invoice.id, &reason)?;
     Ok(true)
-}
-
-/// The payment-failed e-mail, one per admin and finance user of the customer, through the
-/// outbox (sent if and only if this transaction commits). Its event id derives from Stripe's,
-/// so every retry of the e-mail keeps one Message-ID.
-fn tell_payment_failed(
-    conn: &mut DbConnection,
-    clock: &dyn Clock,
-    stripe_event_id: &str,
-    invoice: &Invoice,
-    reason: &str,
-) -> Result<()> {
-    let recipients: Vec<(String, String)> = users::table
-        .filter(users::organization_id.eq(&invoice.organization_id))
-        .filter(users::removed_at.is_null())
-        .filter(users::role.eq_any(PAYMENT_RECIPIENTS))
-        .order((users::created_at.asc(), users::id.asc()))
-        .select((users::email, users::name))
-        .load(conn)?;
-    let event_id = format!(
-        "evt_{}",
-        &hex::encode(Sha256::digest(format!("stripe\n{stripe_event_id}")))[..24]
-    );
-    let number = invoice.number.clone().unwrap_or_else(|| invoice.id.clone());
-    let due = billing::currency::CurrencyCode::parse(&invoice.currency)
-        .map(|c| billing::money::Money::new(amount_due(invoice), c).major_units())
-        .unwrap_or_else(|_| amount_due(invoice).to_string());
-    let subject = format!("Payment of invoice {number} failed");
-    let text = format!(
-        "We could not collect the payment of invoice {number} ({due} {currency} due, period \
-         {period}).\n\n\
-         Reason given by the payment provider: {reason}\n\n\
-         The invoice stays open. Please update your organization's payment method or pay the \
-         invoice another way; if it stays unpaid past the grace period, your organization's \
-         access to the data it subscribes to is suspended until it is paid.\n\n\
-         Invoice: {id}\n",
-        currency = invoice.currency,
-        period = invoice.period,
-        id = invoice.id,
-    );
-    for (to, to_name) in recipients {
-        outbox::enqueue(
-            conn,
-            clock,
-            Message::Email {
-                organization_id: invoice.organization_id.clone(),
-                event_id: event_id.clone(),
-                email: Email {
-                    to,
-                    to_name,
-                    subject: subject.clone(),
-                    text: text.clone(),
-                },
-            },
-        )?;
-    }
-    Ok(())
 }
 
 /// The Stripe gateway for a secret key, if one is set (`None`: payments stay manual).

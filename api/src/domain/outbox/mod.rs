@@ -2,8 +2,9 @@
 //! them (so a change is never told without happening, nor happens untold), and delivered
 //! afterwards by the [`courier`] with retries and backoff.
 //!
-//! Each event goes to one organization: by e-mail to each of its admins and members, and to
-//! each of its webhook endpoints that asked for the event's type, one outbox row apiece.
+//! Each event goes to one organization: by e-mail to each of its admins and members (for
+//! invoices, its admins and finance users: see `invoicing::notices`), and to each of its
+//! webhook endpoints that asked for the event's type, one outbox row apiece.
 
 pub mod courier;
 pub mod mail;
@@ -137,10 +138,33 @@ fn notify(
     subject: &str,
     text: &str,
 ) -> Result<()> {
+    email_people(
+        conn,
+        clock,
+        organization_id,
+        &RECIPIENT_ROLES,
+        &event.id,
+        subject,
+        text,
+    )?;
+    publish(conn, clock, organization_id, event)
+}
+
+/// One e-mail to each current user of the organization with one of `roles`; every copy
+/// carries `event_id` (one Message-ID across retries).
+pub fn email_people(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    roles: &[&str],
+    event_id: &str,
+    subject: &str,
+    text: &str,
+) -> Result<()> {
     let recipients: Vec<(String, String)> = users::table
         .filter(users::organization_id.eq(organization_id))
         .filter(users::removed_at.is_null())
-        .filter(users::role.eq_any(RECIPIENT_ROLES))
+        .filter(users::role.eq_any(roles))
         .order((users::created_at.asc(), users::id.asc()))
         .select((users::email, users::name))
         .load(conn)?;
@@ -150,7 +174,7 @@ fn notify(
             clock,
             Message::Email {
                 organization_id: organization_id.to_string(),
-                event_id: event.id.clone(),
+                event_id: event_id.to_string(),
                 email: Email {
                     to,
                     to_name,
@@ -160,6 +184,16 @@ fn notify(
             },
         )?;
     }
+    Ok(())
+}
+
+/// The event to each of the organization's webhook endpoints that asked for its type.
+pub fn publish(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    event: &Event,
+) -> Result<()> {
     for endpoint in webhooks::endpoints_for(conn, organization_id, &event.event_type)? {
         enqueue(
             conn,
@@ -176,7 +210,7 @@ fn notify(
     Ok(())
 }
 
-fn event(clock: &dyn Clock, id: String, event_type: &str, data: serde_json::Value) -> Event {
+pub fn event(clock: &dyn Clock, id: String, event_type: &str, data: serde_json::Value) -> Event {
     Event {
         id,
         event_type: event_type.to_string(),

@@ -1,0 +1,172 @@
+//! What the customer is told about its invoices, through the outbox (so only what commits is
+//! told): the finalized invoice and a failed payment by e-mail to its admins and finance
+//! users, and every invoice event to its webhook endpoints that asked for the type.
+
+use diesel::prelude::*;
+use schema::models::{CreditNote, Invoice};
+use schema::schema::invoices;
+use schema::DbConnection;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::invoices::{amount_due, summary};
+use crate::domain::catalog::offer::Money;
+use crate::domain::clock::{utc, Clock};
+use crate::domain::error::Result;
+use crate::domain::ids::new_id;
+use crate::domain::outbox::{self, Event};
+
+/// Roles that receive e-mail about the organization's invoices.
+const BILLING_ROLES: [&str; 2] = ["admin", "finance"];
+
+/// The invoice as it is now (after the caller's change), and the event's data: its summary.
+fn invoice_event(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    event_id: String,
+    event_type: &str,
+    invoice_id: &str,
+) -> Result<(Invoice, Event)> {
+    let invoice: Invoice = invoices::table
+        .find(invoice_id)
+        .select(Invoice::as_select())
+        .first(conn)?;
+    let data = json!({ "invoice": summary(conn, invoice.clone())? });
+    Ok((invoice, outbox::event(clock, event_id, event_type, data)))
+}
+
+fn amount(amount: i64, currency: &str) -> String {
+    Money {
+        amount,
+        currency: currency.to_string(),
+    }
+    .display()
+}
+
+/// `invoice.finalized`, and `invoice.paid` when nothing was due: the e-mail tells the
+/// customer's admins and finance users the number, the total and what is due.
+pub(super) fn finalized(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    invoice_id: &str,
+) -> Result<()> {
+    let (invoice, event) =
+        invoice_event(conn, clock, new_id("evt"), "invoice.finalized", invoice_id)?;
+    let number = invoice.number.clone().unwrap_or_default();
+    let due = amount_due(&invoice);
+    let subject = format!(
+        "Invoice {number} for {}: {} due",
+        invoice.period,
+        amount(due, &invoice.currency)
+    );
+    let text = format!(
+        "Invoice {number} for the period {period} is issued.\n\n\
+         Subtotal: {subtotal}\nTax: {tax}\nTotal: {total}\nDue: {due}\n\n\
+         {next}\n\nRead it with GET /v1/invoices/{id}.\n\nInvoice: {id}\n",
+        period = invoice.period,
+        subtotal = amount(invoice.subtotal, &invoice.currency),
+        tax = amount(invoice.tax, &invoice.currency),
+        total = amount(invoice.total, &invoice.currency),
+        due = amount(due, &invoice.currency),
+        next = if invoice.status == "paid" {
+            "Nothing is due: the invoice is paid."
+        } else {
+            "Please pay it by the payment method agreed with the marketplace."
+        },
+        id = invoice.id,
+    );
+    outbox::email_people(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &BILLING_ROLES,
+        &event.id,
+        &subject,
+        &text,
+    )?;
+    outbox::publish(conn, clock, &invoice.organization_id, &event)?;
+    if invoice.status == "paid" {
+        paid(conn, clock, invoice_id)?;
+    }
+    Ok(())
+}
+
+/// `invoice.paid` (manual payment, Stripe, or nothing due at finalization).
+pub(super) fn paid(conn: &mut DbConnection, clock: &dyn Clock, invoice_id: &str) -> Result<()> {
+    let (invoice, event) = invoice_event(conn, clock, new_id("evt"), "invoice.paid", invoice_id)?;
+    outbox::publish(conn, clock, &invoice.organization_id, &event)
+}
+
+/// `invoice.voided`.
+pub(super) fn voided(conn: &mut DbConnection, clock: &dyn Clock, invoice_id: &str) -> Result<()> {
+    let (invoice, event) = invoice_event(conn, clock, new_id("evt"), "invoice.voided", invoice_id)?;
+    outbox::publish(conn, clock, &invoice.organization_id, &event)
+}
+
+/// `credit_note.issued` (by finance, or by a billing run for late usage that lowered a
+/// charge): the note and the invoice it credits, as it is after the note.
+pub(super) fn credit_note_issued(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    note: &CreditNote,
+) -> Result<()> {
+    let (invoice, mut event) = invoice_event(
+        conn,
+        clock,
+        new_id("evt"),
+        "credit_note.issued",
+        &note.invoice_id,
+    )?;
+    event.data["credit_note"] = json!({
+        "id": note.id,
+        "invoice_id": note.invoice_id,
+        "reason": note.reason,
+        "subtotal": {"amount": note.subtotal, "currency": invoice.currency},
+        "tax": {"amount": note.tax, "currency": invoice.currency},
+        "total": {"amount": note.total, "currency": invoice.currency},
+        "created_at": utc(note.created_at),
+    });
+    outbox::publish(conn, clock, &invoice.organization_id, &event)
+}
+
+/// `invoice.payment_failed`: the e-mail and the event. Their id derives from the payment
+/// provider's event, so every retry of the e-mail keeps one Message-ID.
+pub(super) fn payment_failed(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    stripe_event_id: &str,
+    invoice_id: &str,
+    reason: &str,
+) -> Result<()> {
+    let event_id = format!(
+        "evt_{}",
+        &hex::encode(Sha256::digest(format!("stripe\n{stripe_event_id}")))[..24]
+    );
+    let (invoice, mut event) =
+        invoice_event(conn, clock, event_id, "invoice.payment_failed", invoice_id)?;
+    event.data["reason"] = json!(reason);
+    let number = invoice.number.clone().unwrap_or_else(|| invoice.id.clone());
+    let subject = format!("Payment of invoice {number} failed");
+    let text = format!(
+        "We could not collect the payment of invoice {number} ({due} due, period \
+         {period}).\n\n\
+         Reason given by the payment provider: {reason}\n\n\
+         The invoice stays open. Please update your organization's payment method or pay the \
+         invoice another way; if it stays unpaid past the grace period, your organization's \
+         access to the data it subscribes to is suspended until it is paid.\n\n\
+         Invoice: {id}\n",
+        due = amount(amount_due(&invoice), &invoice.currency),
+        period = invoice.period,
+        id = invoice.id,
+    );
+    outbox::email_people(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &BILLING_ROLES,
+        &event.id,
+        &subject,
+        &text,
+    )?;
+    outbox::publish(conn, clock, &invoice.organization_id, &event)
+}
