@@ -284,6 +284,14 @@ fn settings(api_base: &str, webhook_secrets: &[&str]) -> PaymentSettings {
     }
 }
 
+/// Stripe webhooks verified with `webhook_secrets`, no Stripe key: payments stay manual.
+fn webhooks_only(webhook_secrets: &[&str]) -> PaymentSettings {
+    PaymentSettings {
+        stripe_secret_key: None,
+        ..settings("https://api.stripe.com", webhook_secrets)
+    }
+}
+
 /// Runs the payment jobs due now, as the worker and `jobs run-once` do.
 fn collect(app: &TestApp, stripe: &Stripe) -> Report {
     let pool = schema::connect(&app.db.url, 2, false, schema::FileReads::Copied).expect("pool");
@@ -601,10 +609,7 @@ fn stripe_collects_each_invoice_once_across_retries() {
 fn stripe_webhooks_are_verified_and_applied_once() {
     // Two secrets: the old one and the one rotated in.
     let app = TestApp::builder()
-        .payments(PaymentSettings {
-            stripe_secret_key: None,
-            ..settings("https://api.stripe.com", &["whsec_old", "whsec_new"])
-        })
+        .payments(webhooks_only(&["whsec_old", "whsec_new"]))
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
@@ -739,10 +744,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
 fn a_failed_payment_is_recorded_and_told_to_admins_and_finance() {
     let secret = "whsec_failures";
     let app = TestApp::builder()
-        .payments(PaymentSettings {
-            stripe_secret_key: None,
-            ..settings("https://api.stripe.com", &[secret])
-        })
+        .payments(webhooks_only(&[secret]))
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
@@ -795,21 +797,7 @@ fn a_failed_payment_is_recorded_and_told_to_admins_and_finance() {
     );
 
     // One e-mail to each admin and finance user, none to plain members.
-    let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
-        .into_iter()
-        .filter(|m| {
-            m["subject"]
-                .as_str()
-                .unwrap()
-                .starts_with("Payment of invoice")
-        })
-        .collect();
-    let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
-    to.sort();
-    let mut expected = vec![b.email.as_str(), b_finance.email.as_str()];
-    expected.sort();
-    assert_eq!(to, expected);
-    assert!(!to.contains(&b_member.email.as_str()));
+    let mails = billing_mails(&app, &b, &[&b, &b_finance], &b_member, "Payment of invoice");
     assert!(mails[0]["subject"]
         .as_str()
         .unwrap()
@@ -965,6 +953,28 @@ fn outbox_emails(app: &TestApp, org: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The customer's e-mails whose subject starts with `subject`: one to each of `to` (its
+/// admins and finance users), none to `not_to`.
+fn billing_mails(
+    app: &TestApp,
+    customer: &User,
+    to: &[&User],
+    not_to: &User,
+    subject: &str,
+) -> Vec<Value> {
+    let mails: Vec<Value> = outbox_emails(app, &customer.org_id)
+        .into_iter()
+        .filter(|m| m["subject"].as_str().unwrap().starts_with(subject))
+        .collect();
+    let mut sent: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
+    sent.sort();
+    let mut expected: Vec<&str> = to.iter().map(|u| u.email.as_str()).collect();
+    expected.sort();
+    assert_eq!(sent, expected);
+    assert!(!sent.contains(&not_to.email.as_str()));
+    mails
+}
+
 /// The grants of a customer as it sees them: (suspended_at is set, live).
 fn grants(app: &TestApp, who: &User) -> Vec<(bool, bool)> {
     let r = app.get("/v1/grants", Some(&who.token));
@@ -998,10 +1008,7 @@ fn may_read(app: &TestApp, who: &User, listing: &str) -> bool {
 fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
     let secret = "whsec_grace";
     let app = TestApp::builder()
-        .payments(PaymentSettings {
-            stripe_secret_key: None,
-            ..settings("https://api.stripe.com", &[secret])
-        })
+        .payments(webhooks_only(&[secret]))
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p) = (finance(&app), app.signup());
@@ -1114,10 +1121,7 @@ fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_b
     let secret = "whsec_notices";
     let app = TestApp::builder()
         .webhook_allow_private(true)
-        .payments(PaymentSettings {
-            stripe_secret_key: None,
-            ..settings("https://api.stripe.com", &[secret])
-        })
+        .payments(webhooks_only(&[secret]))
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
@@ -1189,16 +1193,7 @@ fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_b
     );
     assert_eq!(data["customer"]["id"], b.org_id.as_str());
     // The finalized invoice by e-mail to the customer's admins and finance users only.
-    let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
-        .into_iter()
-        .filter(|m| m["subject"].as_str().unwrap().starts_with("Invoice "))
-        .collect();
-    let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
-    to.sort();
-    let mut expected = vec![b.email.as_str(), b_finance.email.as_str()];
-    expected.sort();
-    assert_eq!(to, expected);
-    assert!(!to.contains(&b_member.email.as_str()));
+    let mails = billing_mails(&app, &b, &[&b, &b_finance], &b_member, "Invoice ");
     let subject = mails[0]["subject"].as_str().unwrap();
     assert!(
         subject.contains(number) && subject.contains("500.00 USD"),

@@ -35,6 +35,27 @@ fn invoice_event(
     Ok((invoice, outbox::event(clock, event_id, event_type, data)))
 }
 
+/// The e-mail to the customer's admins and finance users, and the event to its endpoints.
+fn tell(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    invoice: &Invoice,
+    event: &Event,
+    subject: &str,
+    text: &str,
+) -> Result<()> {
+    outbox::email_people(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &BILLING_ROLES,
+        &event.id,
+        subject,
+        text,
+    )?;
+    outbox::publish(conn, clock, &invoice.organization_id, event)
+}
+
 fn amount(amount: i64, currency: &str) -> String {
     Money {
         amount,
@@ -75,16 +96,7 @@ pub(super) fn finalized(
         },
         id = invoice.id,
     );
-    outbox::email_people(
-        conn,
-        clock,
-        &invoice.organization_id,
-        &BILLING_ROLES,
-        &event.id,
-        &subject,
-        &text,
-    )?;
-    outbox::publish(conn, clock, &invoice.organization_id, &event)?;
+    tell(conn, clock, &invoice, &event, &subject, &text)?;
     if invoice.status == "paid" {
         paid(conn, clock, invoice_id)?;
     }
@@ -159,14 +171,5 @@ pub(super) fn payment_failed(
         period = invoice.period,
         id = invoice.id,
     );
-    outbox::email_people(
-        conn,
-        clock,
-        &invoice.organization_id,
-        &BILLING_ROLES,
-        &event.id,
-        &subject,
-        &text,
-    )?;
-    outbox::publish(conn, clock, &invoice.organization_id, &event)
+    tell(conn, clock, &invoice, &event, &subject, &text)
 }
