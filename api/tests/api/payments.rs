@@ -899,6 +899,38 @@ fn a_payment_confirmed_at_once_or_declined_is_recorded_once() {
     app.clock.advance(Duration::hours(1));
     assert_eq!(collect(&app, &stripe), Report::default());
     assert_eq!(mock.seen("POST", "/v1/payment_intents").len(), 2);
+    // Stripe's webhook for the decline tells the customer; the job does not as well.
+    let failure_mails = |who: &User| {
+        outbox_emails(&app, &who.org_id)
+            .into_iter()
+            .filter(|m| {
+                m["subject"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Payment of invoice")
+            })
+            .count()
+    };
+    assert_eq!(failure_mails(&card_declined), 0);
+
+    // Waiting for the customer's action (no webhook until the customer acts): noted on the
+    // invoice and told to the customer, once.
+    let needs_action = app.signup();
+    subscribe(&app, &needs_action, &offer);
+    let (fin, needs_action) = (app.again(&fin), app.again(&needs_action));
+    let waiting = open_invoice(&app, &fin, &needs_action, "2026-11");
+    mock.payment_intent_status("requires_action");
+    assert_eq!(collect(&app, &stripe).submitted, 1);
+    let noted = invoice(&app, &fin, waiting["id"].as_str().unwrap());
+    assert_eq!(noted["status"], "open");
+    assert_eq!(
+        noted["payment_failure"],
+        "the payment needs the customer's action in Stripe (authentication)"
+    );
+    assert_eq!(failure_mails(&needs_action), 1);
+    app.clock.advance(Duration::hours(1));
+    assert_eq!(collect(&app, &stripe), Report::default());
+    assert_eq!(failure_mails(&needs_action), 1);
 }
 
 #[test]

@@ -92,7 +92,9 @@ pub(super) fn finalized(
         next = if invoice.status == "paid" {
             "Nothing is due: the invoice is paid."
         } else {
-            "Please pay it by the payment method agreed with the marketplace."
+            "If your organization pays through the marketplace's card payments, the amount due \
+             is collected from its payment method on file, and you will be told if that fails. \
+             Otherwise pay it as agreed with the marketplace, quoting the invoice number."
         },
         id = invoice.id,
     );
@@ -141,18 +143,19 @@ pub(super) fn credit_note_issued(
     outbox::publish(conn, clock, &invoice.organization_id, &event)
 }
 
-/// `invoice.payment_failed`: the e-mail and the event. Their id derives from the payment
-/// provider's event, so every retry of the e-mail keeps one Message-ID.
+/// `invoice.payment_failed`: the e-mail and the event. `source` names what failed (the
+/// payment provider's event, or the collection job) and the event's id derives from it, so
+/// an event id never stands for two failures, nor a failure for two event ids.
 pub(super) fn payment_failed(
     conn: &mut DbConnection,
     clock: &dyn Clock,
-    stripe_event_id: &str,
+    source: &str,
     invoice_id: &str,
     reason: &str,
 ) -> Result<()> {
     let event_id = format!(
         "evt_{}",
-        &hex::encode(Sha256::digest(format!("stripe\n{stripe_event_id}")))[..24]
+        &hex::encode(Sha256::digest(format!("invoice.payment_failed\n{source}")))[..24]
     );
     let (invoice, mut event) =
         invoice_event(conn, clock, event_id, "invoice.payment_failed", invoice_id)?;

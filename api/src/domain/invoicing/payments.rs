@@ -264,7 +264,7 @@ fn record(
                         "no default payment method on the customer's Stripe account: the \
                          payment waits for the customer"
                     };
-                    note_failure(conn, clock, &job.invoice_id, why)?;
+                    note_failure_and_tell(conn, clock, job, why)?;
                 }
                 _ => {}
             }
@@ -305,7 +305,7 @@ fn record(
             );
             finish(conn, clock, job, "failed", Some(message.clone()), None)?;
             let why = format!("automatic collection failed: {message}");
-            note_failure(conn, clock, &job.invoice_id, &why)?;
+            note_failure_and_tell(conn, clock, job, &why)?;
             Ok(Outcome::Failed)
         }
     }
@@ -369,8 +369,8 @@ fn note_failure(
     clock: &dyn Clock,
     invoice_id: &str,
     why: &str,
-) -> Result<()> {
-    diesel::update(
+) -> Result<bool> {
+    let noted = diesel::update(
         invoices::table
             .find(invoice_id)
             .filter(invoices::status.eq("open")),
@@ -380,7 +380,25 @@ fn note_failure(
         invoices::updated_at.eq(db_time(clock.now())),
     ))
     .execute(conn)?;
-    Ok(())
+    Ok(noted > 0)
+}
+
+/// A collection that failed with no Stripe webhook to come (no payment method, the payment
+/// waits for the customer's action, or the job gave up): noted on the open invoice, and the
+/// customer told as for a failed payment, once per job.
+fn note_failure_and_tell(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    job: &PaymentJob,
+    why: &str,
+) -> Result<()> {
+    transaction(conn, |conn| {
+        if note_failure(conn, clock, &job.invoice_id, why)? {
+            let source = format!("payment job\n{}", job.id);
+            super::notices::payment_failed(conn, clock, &source, &job.invoice_id, why)?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs diesel work on the blocking pool with a pooled connection.
@@ -701,7 +719,8 @@ fn failed(
         )
         .detail(json!({"payment_intent": pi.id, "amount": pi.amount, "reason": reason})),
     )?;
-    super::notices::payment_failed(conn, clock, event_id, &invoice.id, &reason)?;
+    let source = format!("stripe\n{event_id}");
+    super::notices::payment_failed(conn, clock, &source, &invoice.id, &reason)?;
     Ok(true)
 }
 
