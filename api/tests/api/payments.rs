@@ -748,8 +748,7 @@ fn a_failed_payment_is_recorded_and_told_to_admins_and_finance() {
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
-    let b_finance = app.add_member(&b, "finance");
-    let b_member = app.add_member(&b, "member");
+    let (b_finance, b_member) = finance_and_member(&app, &b);
     let offer = shop(&app, &p).offer;
     subscribe(&app, &b, &offer);
     let inv = open_invoice(&app, &fin, &b, "2026-11");
@@ -985,6 +984,14 @@ fn outbox_emails(app: &TestApp, org: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A finance user and a plain member added to the customer's organization.
+fn finance_and_member(app: &TestApp, admin: &User) -> (User, User) {
+    (
+        app.add_member(admin, "finance"),
+        app.add_member(admin, "member"),
+    )
+}
+
 /// The customer's e-mails whose subject starts with `subject`: one to each of `to` (its
 /// admins and finance users), none to `not_to`.
 fn billing_mails(
@@ -1157,8 +1164,7 @@ fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_b
         .spawn();
     app.clock.set(at(2026, 11, 10));
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
-    let b_finance = app.add_member(&b, "finance");
-    let b_member = app.add_member(&b, "member");
+    let (b_finance, b_member) = finance_and_member(&app, &b);
     let (customer_hooks, provider_hooks) = (Receiver::start(&[]), Receiver::start(&[]));
     let hook = |who: &User, receiver: &Receiver, events: Value| {
         let r = app.post(
