@@ -566,7 +566,7 @@ fn concurrent_runs_and_finalizations_stay_exact() {
 /// finance credited by hand, and however many runs see it at once.
 #[test]
 fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
-    let app = Arc::new(TestApp::spawn());
+    let app = Arc::new(TestApp::builder().webhook_allow_private(true).spawn());
     app.clock.set(at(2026, 1, 5));
     let (fin, op, p, b) = (
         platform(&app, "finance"),
@@ -581,6 +581,12 @@ fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
         {"up_to": 100, "unit_amount_decimal": "10"}, {"up_to": null, "unit_amount_decimal": "5"}]}]}),
     );
     let s = subscribe(&app, &b, &volume);
+    let hook = app.post(
+        "/v1/webhook-endpoints",
+        Some(&b.token),
+        json!({"url": "http://127.0.0.1:9/hooks", "events": ["credit_note.issued"]}),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.text);
     app.patch(
         &format!("/v1/organizations/{}/billing-settings", b.org_id),
         Some(&op.token),
@@ -665,6 +671,35 @@ fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
         late_lines.is_empty(),
         "no negative late line: {late_lines:?}"
     );
+    // The customer's endpoint is told of each note once: the goodwill and the adjustment.
+    let told: Vec<Value> = {
+        use schema::diesel::prelude::*;
+        use schema::schema::outbox::dsl as o;
+        let payloads: Vec<String> = o::outbox
+            .filter(o::organization_id.eq(&b.org_id))
+            .filter(o::kind.eq("webhook"))
+            .select(o::payload)
+            .load(&mut app.db.connect())
+            .unwrap();
+        payloads
+            .iter()
+            .map(|p| serde_json::from_str::<Value>(p).unwrap()["event"].clone())
+            .collect()
+    };
+    let mut noted: Vec<&str> = told
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "credit_note.issued");
+            e["data"]["credit_note"]["id"].as_str().unwrap()
+        })
+        .collect();
+    noted.sort();
+    let mut expected = vec![
+        goodwill.json["id"].as_str().unwrap(),
+        adjustment["id"].as_str().unwrap(),
+    ];
+    expected.sort();
+    assert_eq!(noted, expected);
 }
 
 /// A run bills the month's usage from the sums kept as events are stored: concurrent
