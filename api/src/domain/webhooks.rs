@@ -23,7 +23,7 @@ use super::pagination::{Page, PageRequest};
 use crate::after_cursor;
 
 /// The event types an endpoint can ask for (`*` asks for all, those added later too).
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "subscription.requested",
     "subscription.approved",
     "subscription.rejected",
@@ -34,6 +34,8 @@ pub const EVENT_TYPES: [&str; 10] = [
     "invoice.payment_failed",
     "invoice.voided",
     "credit_note.issued",
+    "grants.suspended",
+    "grants.restored",
 ];
 pub const ALL_EVENTS: &str = "*";
 pub const URL_MAX: usize = 2048;

@@ -672,20 +672,7 @@ fn late_usage_that_lowers_a_volume_charge_is_credited_once() {
         "no negative late line: {late_lines:?}"
     );
     // The customer's endpoint is told of each note once: the goodwill and the adjustment.
-    let told: Vec<Value> = {
-        use schema::diesel::prelude::*;
-        use schema::schema::outbox::dsl as o;
-        let payloads: Vec<String> = o::outbox
-            .filter(o::organization_id.eq(&b.org_id))
-            .filter(o::kind.eq("webhook"))
-            .select(o::payload)
-            .load(&mut app.db.connect())
-            .unwrap();
-        payloads
-            .iter()
-            .map(|p| serde_json::from_str::<Value>(p).unwrap()["event"].clone())
-            .collect()
-    };
+    let told = app.webhook_events(&b.org_id);
     let mut noted: Vec<&str> = told
         .iter()
         .map(|e| {

@@ -309,6 +309,21 @@ impl TestApp {
         &self.data_dir.0
     }
 
+    /// The events written to the organization's webhook endpoints (delivered or not).
+    pub fn webhook_events(&self, organization_id: &str) -> Vec<Value> {
+        use schema::diesel::{ExpressionMethods, QueryDsl};
+        use schema::schema::outbox::dsl as o;
+        let rows: Vec<String> = o::outbox
+            .filter(o::organization_id.eq(organization_id))
+            .filter(o::kind.eq("webhook"))
+            .select(o::payload)
+            .load(&mut self.db.connect())
+            .unwrap();
+        rows.iter()
+            .map(|p| serde_json::from_str::<Value>(p).unwrap()["event"].clone())
+            .collect()
+    }
+
     /// Delivers the outbox messages due now (at the test clock's time), as the worker would.
     pub fn deliver_outbox(&self) -> Report {
         let courier = self.courier.clone();

@@ -1047,6 +1047,7 @@ fn may_read(app: &TestApp, who: &User, listing: &str) -> bool {
 fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
     let secret = "whsec_grace";
     let app = TestApp::builder()
+        .webhook_allow_private(true)
         .payments(webhooks_only(&[secret]))
         .spawn();
     app.clock.set(at(2026, 11, 10));
@@ -1059,6 +1060,12 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
     } = shop(&app, &p);
     subscribe(&app, &by_hand, &offer);
     subscribe(&app, &by_card, &offer);
+    let hook = app.post(
+        "/v1/webhook-endpoints",
+        Some(&by_card.token),
+        json!({"url": "http://127.0.0.1:9/hooks", "events": ["grants.suspended", "grants.restored"]}),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.text);
     let hand = open_invoice(&app, &fin, &by_hand, "2026-11");
     let card = open_invoice(&app, &fin, &by_card, "2026-11");
     assert!(may_read(&app, &by_hand, &listing));
@@ -1094,6 +1101,32 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
         200,
         "the provider always reads"
     );
+    // Each customer is told once, with its own overdue invoice.
+    let access_mails = |who: &User, subject: &str| -> Vec<String> {
+        outbox_emails(&app, &who.org_id)
+            .into_iter()
+            .filter(|m| m["subject"] == subject)
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let suspended = "Access to your subscribed data is suspended";
+    let restored = "Access to your subscribed data is restored";
+    for (who, inv, other) in [(&by_hand, &hand, &card), (&by_card, &card, &hand)] {
+        let told = access_mails(who, suspended);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].contains(inv["number"].as_str().unwrap()),
+            "{}",
+            told[0]
+        );
+        assert!(told[0].contains("500.00 USD due"), "{}", told[0]);
+        assert!(
+            !told[0].contains(other["number"].as_str().unwrap()),
+            "{}",
+            told[0]
+        );
+        assert!(access_mails(who, restored).is_empty());
+    }
 
     // Paid by hand: restored at once, without waiting for the pass; the other stays suspended.
     let paid = app.post(
@@ -1128,6 +1161,32 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
         grace::Report::default(),
         "nothing overdue is left"
     );
+    for who in [&by_hand, &by_card] {
+        assert_eq!(access_mails(who, restored).len(), 1);
+        assert_eq!(access_mails(who, suspended).len(), 1);
+    }
+    // And its endpoint, once each: the suspension names the overdue invoice.
+    let events = app.webhook_events(&by_card.org_id);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 2, "{events:?}");
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .expect(kind)
+            .clone()
+    };
+    let suspension = of("grants.suspended");
+    assert_eq!(suspension["data"]["grants"], 1);
+    assert_eq!(suspension["data"]["overdue_invoices"][0]["id"], card["id"]);
+    assert_eq!(
+        suspension["data"]["overdue_invoices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(of("grants.restored")["data"]["grants"], 1);
 }
 
 #[test]

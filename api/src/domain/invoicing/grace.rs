@@ -112,6 +112,7 @@ fn pass(conn: &mut DbConnection, clock: &dyn Clock, grace_days: u32) -> Result<R
                 Entry::new(organization_id, ACTOR, "grants.suspended", organization_id)
                     .detail(json!({"grants": n, "overdue_invoices": invoice_ids})),
             )?;
+            super::notices::access_suspended(conn, clock, organization_id, invoice_ids, n)?;
         }
     }
 
@@ -172,6 +173,7 @@ fn restore(conn: &mut DbConnection, clock: &dyn Clock, organization_id: &str) ->
             Entry::new(organization_id, ACTOR, "grants.restored", organization_id)
                 .detail(json!({"grants": n})),
         )?;
+        super::notices::access_restored(conn, clock, organization_id, n)?;
     }
     Ok(n)
 }

@@ -1,6 +1,7 @@
 //! What the customer is told about its invoices, through the outbox (so only what commits is
-//! told): the finalized invoice and a failed payment by e-mail to its admins and finance
-//! users, and every invoice event to its webhook endpoints that asked for the type.
+//! told): the finalized invoice, a failed payment, and access suspended for overdue invoices
+//! or restored, by e-mail to its admins and finance users; and every invoice and access event
+//! to its webhook endpoints that asked for the type.
 
 use diesel::prelude::*;
 use schema::models::{CreditNote, Invoice};
@@ -35,11 +36,11 @@ fn invoice_event(
     Ok((invoice, outbox::event(clock, event_id, event_type, data)))
 }
 
-/// The e-mail to the customer's admins and finance users, and the event to its endpoints.
-fn tell(
+/// The e-mail to the organization's admins and finance users, and the event to its endpoints.
+fn email_and_publish(
     conn: &mut DbConnection,
     clock: &dyn Clock,
-    invoice: &Invoice,
+    organization_id: &str,
     event: &Event,
     subject: &str,
     text: &str,
@@ -47,13 +48,13 @@ fn tell(
     outbox::email_people(
         conn,
         clock,
-        &invoice.organization_id,
+        organization_id,
         &BILLING_ROLES,
         &event.id,
         subject,
         text,
     )?;
-    outbox::publish(conn, clock, &invoice.organization_id, event)
+    outbox::publish(conn, clock, organization_id, event)
 }
 
 fn amount(amount: i64, currency: &str) -> String {
@@ -98,7 +99,14 @@ pub(super) fn finalized(
         },
         id = invoice.id,
     );
-    tell(conn, clock, &invoice, &event, &subject, &text)?;
+    email_and_publish(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &event,
+        &subject,
+        &text,
+    )?;
     if invoice.status == "paid" {
         paid(conn, clock, invoice_id)?;
     }
@@ -174,5 +182,82 @@ pub(super) fn payment_failed(
         period = invoice.period,
         id = invoice.id,
     );
-    tell(conn, clock, &invoice, &event, &subject, &text)
+    email_and_publish(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &event,
+        &subject,
+        &text,
+    )
+}
+
+/// `grants.suspended`: the customer's grants were suspended for these overdue invoices;
+/// the e-mail lists them and says that settling them restores access.
+pub(super) fn access_suspended(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    overdue_invoice_ids: &[String],
+    grants: usize,
+) -> Result<()> {
+    let overdue: Vec<Invoice> = invoices::table
+        .filter(invoices::id.eq_any(overdue_invoice_ids))
+        .order(invoices::finalized_at.asc())
+        .select(Invoice::as_select())
+        .load(conn)?;
+    let mut summaries = Vec::new();
+    let mut list = String::new();
+    for invoice in overdue {
+        list.push_str(&format!(
+            "- Invoice {} (period {}): {} due\n",
+            invoice.number.as_deref().unwrap_or(&invoice.id),
+            invoice.period,
+            amount(amount_due(&invoice), &invoice.currency)
+        ));
+        summaries.push(summary(conn, invoice)?);
+    }
+    let event = outbox::event(
+        clock,
+        new_id("evt"),
+        "grants.suspended",
+        json!({"grants": grants, "overdue_invoices": summaries}),
+    );
+    let text = format!(
+        "Your organization's access to the data it subscribes to is suspended: these invoices \
+         are unpaid past the grace period.\n\n{list}\n\
+         Access comes back as soon as they are paid (or otherwise settled).\n"
+    );
+    email_and_publish(
+        conn,
+        clock,
+        organization_id,
+        &event,
+        "Access to your subscribed data is suspended",
+        &text,
+    )
+}
+
+/// `grants.restored`: no overdue invoice is left and the suspended grants are live again.
+pub(super) fn access_restored(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    grants: usize,
+) -> Result<()> {
+    let event = outbox::event(
+        clock,
+        new_id("evt"),
+        "grants.restored",
+        json!({"grants": grants}),
+    );
+    email_and_publish(
+        conn,
+        clock,
+        organization_id,
+        &event,
+        "Access to your subscribed data is restored",
+        "No invoice of your organization is overdue any more: its access to the data it \
+         subscribes to is restored.\n",
+    )
 }
