@@ -36,8 +36,8 @@ fn invoice_event(
     Ok((invoice, outbox::event(clock, event_id, event_type, data)))
 }
 
-/// The e-mail to the organization's admins and finance users, and the event to its endpoints.
-fn email_and_publish(
+/// The e-mail to the organization's admins and finance users, the event to its endpoints.
+fn tell(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     organization_id: &str,
@@ -45,16 +45,15 @@ fn email_and_publish(
     subject: &str,
     text: &str,
 ) -> Result<()> {
-    outbox::email_people(
+    outbox::notify_roles(
         conn,
         clock,
         organization_id,
         &BILLING_ROLES,
-        &event.id,
+        event,
         subject,
         text,
-    )?;
-    outbox::publish(conn, clock, organization_id, event)
+    )
 }
 
 fn amount(amount: i64, currency: &str) -> String {
@@ -99,7 +98,7 @@ pub(super) fn finalized(
         },
         id = invoice.id,
     );
-    email_and_publish(
+    tell(
         conn,
         clock,
         &invoice.organization_id,
@@ -182,7 +181,7 @@ pub(super) fn payment_failed(
         period = invoice.period,
         id = invoice.id,
     );
-    email_and_publish(
+    tell(
         conn,
         clock,
         &invoice.organization_id,
@@ -228,7 +227,7 @@ pub(super) fn access_suspended(
          are unpaid past the grace period.\n\n{list}\n\
          Access comes back as soon as they are paid (or otherwise settled).\n"
     );
-    email_and_publish(
+    tell(
         conn,
         clock,
         organization_id,
@@ -251,7 +250,7 @@ pub(super) fn access_restored(
         "grants.restored",
         json!({"grants": grants}),
     );
-    email_and_publish(
+    tell(
         conn,
         clock,
         organization_id,

@@ -138,11 +138,33 @@ fn notify(
     subject: &str,
     text: &str,
 ) -> Result<()> {
-    email_people(
+    notify_roles(
         conn,
         clock,
         organization_id,
         &RECIPIENT_ROLES,
+        event,
+        subject,
+        text,
+    )
+}
+
+/// Tells an organization of an event: the e-mail to each of its users with one of `roles`,
+/// the event to each endpoint that asked for its type.
+pub fn notify_roles(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    organization_id: &str,
+    roles: &[&str],
+    event: &Event,
+    subject: &str,
+    text: &str,
+) -> Result<()> {
+    email_people(
+        conn,
+        clock,
+        organization_id,
+        roles,
         &event.id,
         subject,
         text,
@@ -152,7 +174,7 @@ fn notify(
 
 /// One e-mail to each current user of the organization with one of `roles`; every copy
 /// carries `event_id` (one Message-ID across retries).
-pub fn email_people(
+fn email_people(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     organization_id: &str,
