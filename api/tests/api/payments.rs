@@ -1127,6 +1127,13 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
         );
         assert!(access_mails(who, restored).is_empty());
     }
+    // A grant made while suspended is suspended at the next pass, without a second notice.
+    subscribe(&app, &by_hand, &shop(&app, &p).offer);
+    assert_eq!(grants(&app, &by_hand).len(), 2);
+    let report = grace_pass(&app);
+    assert_eq!((report.overdue, report.suspended), (0, 1), "{report:?}");
+    assert_eq!(grants(&app, &by_hand), vec![(true, false); 2]);
+    assert_eq!(access_mails(&by_hand, suspended).len(), 1);
 
     // Paid by hand: restored at once, without waiting for the pass; the other stays suspended.
     let paid = app.post(
@@ -1135,7 +1142,7 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
         json!({"method": "manual", "reference": "wire 42"}),
     );
     assert_eq!(paid.json["status"], "paid", "{}", paid.text);
-    assert_eq!(grants(&app, &by_hand), vec![(false, true)]);
+    assert_eq!(grants(&app, &by_hand), vec![(false, true); 2]);
     assert!(may_read(&app, &by_hand, &listing));
     assert_eq!(grants(&app, &by_card), vec![(true, false)]);
 

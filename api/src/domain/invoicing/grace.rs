@@ -96,11 +96,33 @@ fn pass(conn: &mut DbConnection, clock: &dyn Clock, grace_days: u32) -> Result<R
     for (organization_id, invoice_id) in marks {
         overdue.entry(organization_id).or_default().push(invoice_id);
     }
+    let mut still_overdue: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (organization_id, invoice_ids) in &overdue {
+        let marked = invoice_ids;
+        let invoice_ids = lock_still_overdue(conn, marked)?;
+        // Settled while this pass ran (its settlement could not see this pass's new mark).
+        let settled: Vec<&String> = marked.iter().filter(|i| !invoice_ids.contains(i)).collect();
+        if !settled.is_empty() {
+            diesel::delete(
+                overdue_invoices::table.filter(overdue_invoices::invoice_id.eq_any(settled)),
+            )
+            .execute(conn)?;
+        }
+        if invoice_ids.is_empty() {
+            continue;
+        }
+        still_overdue.insert(organization_id.clone(), invoice_ids.clone());
+        let already_suspended: i64 = grants::table
+            .filter(grants::organization_id.eq(organization_id))
+            .filter(grants::suspended_at.is_not_null())
+            .count()
+            .get_result(conn)?;
         let n = diesel::update(
             grants::table
                 .filter(grants::organization_id.eq(organization_id))
-                .filter(grants::suspended_at.is_null()),
+                .filter(grants::suspended_at.is_null())
+                .filter(grants::revoked_at.is_null())
+                .filter(grants::valid_until.gt(now)),
         )
         .set(grants::suspended_at.eq(now))
         .execute(conn)?;
@@ -112,7 +134,10 @@ fn pass(conn: &mut DbConnection, clock: &dyn Clock, grace_days: u32) -> Result<R
                 Entry::new(organization_id, ACTOR, "grants.suspended", organization_id)
                     .detail(json!({"grants": n, "overdue_invoices": invoice_ids})),
             )?;
-            super::notices::access_suspended(conn, clock, organization_id, invoice_ids, n)?;
+            // Told once per suspension: a grant made while suspended follows silently.
+            if already_suspended == 0 {
+                super::notices::access_suspended(conn, clock, organization_id, &invoice_ids, n)?;
+            }
         }
     }
 
@@ -123,10 +148,25 @@ fn pass(conn: &mut DbConnection, clock: &dyn Clock, grace_days: u32) -> Result<R
         .load::<String>(conn)?
         .into_iter()
         .collect();
-    for organization_id in suspended.iter().filter(|o| !overdue.contains_key(*o)) {
+    for organization_id in suspended.iter().filter(|o| !still_overdue.contains_key(*o)) {
         report.restored += restore(conn, clock, organization_id)?;
     }
     Ok(report)
+}
+
+/// Locks the invoices (as paying, voiding and crediting do, so a settlement in flight is
+/// waited for) and returns those still open with something due.
+fn lock_still_overdue(conn: &mut DbConnection, invoice_ids: &[String]) -> Result<Vec<String>> {
+    for id in invoice_ids {
+        schema::locks::invoice(conn, id)?;
+    }
+    Ok(invoices::table
+        .filter(invoices::id.eq_any(invoice_ids))
+        .filter(invoices::status.eq("open"))
+        .filter(due!().gt(0i64))
+        .order(invoices::id)
+        .select(invoices::id)
+        .load(conn)?)
 }
 
 /// Called in the transaction that pays, voids or credits an invoice: the invoice is no

@@ -225,7 +225,8 @@ pub(super) fn access_suspended(
     let text = format!(
         "Your organization's access to the data it subscribes to is suspended: these invoices \
          are unpaid past the grace period.\n\n{list}\n\
-         Access comes back as soon as they are paid (or otherwise settled).\n"
+         Access comes back as soon as no invoice of your organization is overdue: when these \
+         are paid (or otherwise settled), unless another one has fallen overdue meanwhile.\n"
     );
     tell(
         conn,
@@ -256,7 +257,7 @@ pub(super) fn access_restored(
         organization_id,
         &event,
         "Access to your subscribed data is restored",
-        "No invoice of your organization is overdue any more: its access to the data it \
-         subscribes to is restored.\n",
+        "The invoices that were overdue are settled: your organization's access to the data \
+         it subscribes to is restored.\n",
     )
 }
