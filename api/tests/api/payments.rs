@@ -1392,3 +1392,67 @@ fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_b
         "the provider is not told of its customer's invoices"
     );
 }
+
+#[test]
+fn an_invoice_with_nothing_due_is_told_finalized_and_paid() {
+    let app = TestApp::builder().webhook_allow_private(true).spawn();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let listing = shop(&app, &p).listing;
+    let free = app.post(
+        &format!("/v1/listings/{listing}/offers"),
+        Some(&p.token),
+        json!({"name": "Free", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 0,
+               "term_months": 1, "usage_prices": [], "trial_days": 0, "requires_approval": false,
+               "auto_renew_default": false}),
+    );
+    assert_eq!(free.status, 201, "{}", free.text);
+    subscribe(&app, &b, free.json["id"].as_str().unwrap());
+    let hook = app.post(
+        "/v1/webhook-endpoints",
+        Some(&b.token),
+        json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]}),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let run = app.post(
+        "/v1/billing-runs",
+        Some(&fin.token),
+        json!({"period": "2026-11"}),
+    );
+    assert_eq!(run.status, 201, "{}", run.text);
+    let list = app.get(
+        &format!("/v1/invoices?period=2026-11&customer={}", b.org_id),
+        Some(&fin.token),
+    );
+    let id = list.json["data"][0]["id"].as_str().expect("an invoice");
+    let done = app.post(
+        &format!("/v1/invoices/{id}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(done.json["status"], "paid", "{}", done.text);
+
+    let events = app.webhook_events(&b.org_id);
+    let mut kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["invoice.finalized", "invoice.paid"], "{events:?}");
+    for e in &events {
+        assert_eq!(e["data"]["invoice"]["id"], id);
+        assert_eq!(e["data"]["invoice"]["status"], "paid");
+        assert_eq!(e["data"]["invoice"]["amount_due"]["amount"], 0);
+    }
+    let mails: Vec<Value> = outbox_emails(&app, &b.org_id)
+        .into_iter()
+        .filter(|m| m["subject"].as_str().unwrap().starts_with("Invoice "))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let text = mails[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Nothing is due: the invoice is paid."),
+        "{text}"
+    );
+    assert!(mails[0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("0.00 USD due"));
+}
