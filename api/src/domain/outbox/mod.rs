@@ -232,6 +232,7 @@ pub fn publish(
     Ok(())
 }
 
+/// An event to tell, stamped with the clock's time; `id` stays the same across its deliveries.
 pub fn event(clock: &dyn Clock, id: String, event_type: &str, data: serde_json::Value) -> Event {
     Event {
         id,
