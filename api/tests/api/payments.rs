@@ -1172,6 +1172,22 @@ fn unpaid_past_the_grace_period_suspends_grants_until_paid() {
         assert_eq!(access_mails(who, restored).len(), 1);
         assert_eq!(access_mails(who, suspended).len(), 1);
     }
+    let receipt = |who: &User| -> String {
+        let mails: Vec<Value> = outbox_emails(&app, &who.org_id)
+            .into_iter()
+            .filter(|m| {
+                m["subject"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Payment received")
+            })
+            .collect();
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        mails[0]["text"].as_str().unwrap().to_string()
+    };
+    assert!(receipt(&by_card).contains("500.00 USD for invoice"));
+    assert!(receipt(&by_card).contains("by card"));
+    assert!(receipt(&by_hand).contains("reference wire 42"));
     // And its endpoint, once each: the suspension names the overdue invoice.
     let events = app.webhook_events(&by_card.org_id);
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -1365,6 +1381,14 @@ fn the_customer_hears_of_its_invoices_by_signed_webhook_and_its_billing_people_b
     assert_eq!(credited["invoice"]["id"], id);
     assert_eq!(credited["invoice"]["amount_due"]["amount"], 40000);
     assert_eq!(of("invoice.paid")["invoice"]["status"], "paid");
+    // The receipt: what settled the invoice, to the same people.
+    let receipts = billing_mails(&app, &b, &[&b, &b_finance], &b_member, "Payment received");
+    let text = receipts[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("We received 400.00 USD for invoice"),
+        "{text}"
+    );
+    assert!(text.contains("reference wire 7"), "{text}");
 
     // The next month's invoice, voided.
     app.clock.set(at(2026, 12, 10));
@@ -1450,6 +1474,13 @@ fn an_invoice_with_nothing_due_is_told_finalized_and_paid() {
     assert!(
         text.contains("Nothing is due: the invoice is paid."),
         "{text}"
+    );
+    assert!(
+        outbox_emails(&app, &b.org_id).iter().all(|m| !m["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Payment received")),
+        "no receipt when no payment was made"
     );
     assert!(mails[0]["subject"]
         .as_str()

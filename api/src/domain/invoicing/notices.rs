@@ -1,11 +1,11 @@
 //! What the customer is told about its invoices, through the outbox (so only what commits is
-//! told): the finalized invoice, a failed payment, and access suspended for overdue invoices
-//! or restored, by e-mail to its admins and finance users; and every invoice and access event
+//! told): the finalized invoice, a payment received or failed, and access suspended for
+//! overdue invoices or restored, by e-mail to its admins and finance users; and every invoice and access event
 //! to its webhook endpoints that asked for the type.
 
 use diesel::prelude::*;
-use schema::models::{CreditNote, Invoice};
-use schema::schema::invoices;
+use schema::models::{CreditNote, Invoice, Payment};
+use schema::schema::{invoices, payments};
 use schema::DbConnection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -112,10 +112,42 @@ pub(super) fn finalized(
     Ok(())
 }
 
-/// `invoice.paid` (manual payment, Stripe, or nothing due at finalization).
+/// `invoice.paid` (manual payment, Stripe, or nothing due at finalization), with a receipt
+/// by e-mail for the payment that settled it (none when nothing was due: the finalization
+/// e-mail said so).
 pub(super) fn paid(conn: &mut DbConnection, clock: &dyn Clock, invoice_id: &str) -> Result<()> {
     let (invoice, event) = invoice_event(conn, clock, new_id("evt"), "invoice.paid", invoice_id)?;
-    outbox::publish(conn, clock, &invoice.organization_id, &event)
+    let settled_by: Option<Payment> = payments::table
+        .filter(payments::invoice_id.eq(invoice_id))
+        .filter(payments::status.eq("succeeded"))
+        .order((payments::created_at.desc(), payments::id.desc()))
+        .select(Payment::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(payment) = settled_by else {
+        return outbox::publish(conn, clock, &invoice.organization_id, &event);
+    };
+    let number = invoice.number.clone().unwrap_or_else(|| invoice.id.clone());
+    let how = match payment.method.as_str() {
+        "stripe" => "by card".to_string(),
+        _ => format!("reference {}", payment.reference),
+    };
+    let subject = format!("Payment received for invoice {number}");
+    let text = format!(
+        "We received {paid} for invoice {number} (period {period}), {how}. The invoice is \
+         paid.\n\nInvoice: {id}\n",
+        paid = amount(payment.amount, &invoice.currency),
+        period = invoice.period,
+        id = invoice.id,
+    );
+    tell(
+        conn,
+        clock,
+        &invoice.organization_id,
+        &event,
+        &subject,
+        &text,
+    )
 }
 
 /// `invoice.voided`.
