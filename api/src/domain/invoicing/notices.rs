@@ -56,6 +56,11 @@ fn tell(
     )
 }
 
+/// How the e-mails name an invoice: its number once finalized (always, for those told of).
+fn number_or_id(invoice: &Invoice) -> &str {
+    invoice.number.as_deref().unwrap_or(&invoice.id)
+}
+
 fn amount(amount: i64, currency: &str) -> String {
     Money {
         amount,
@@ -73,7 +78,7 @@ pub(super) fn finalized(
 ) -> Result<()> {
     let (invoice, event) =
         invoice_event(conn, clock, new_id("evt"), "invoice.finalized", invoice_id)?;
-    let number = invoice.number.clone().unwrap_or_default();
+    let number = number_or_id(&invoice);
     let due = amount_due(&invoice);
     let subject = format!(
         "Invoice {number} for {}: {} due",
@@ -127,7 +132,7 @@ pub(super) fn paid(conn: &mut DbConnection, clock: &dyn Clock, invoice_id: &str)
     let Some(payment) = settled_by else {
         return outbox::publish(conn, clock, &invoice.organization_id, &event);
     };
-    let number = invoice.number.clone().unwrap_or_else(|| invoice.id.clone());
+    let number = number_or_id(&invoice);
     let how = match payment.method.as_str() {
         "stripe" => "by card".to_string(),
         _ => format!("reference {}", payment.reference),
@@ -199,7 +204,7 @@ pub(super) fn payment_failed(
     let (invoice, mut event) =
         invoice_event(conn, clock, event_id, "invoice.payment_failed", invoice_id)?;
     event.data["reason"] = json!(reason);
-    let number = invoice.number.clone().unwrap_or_else(|| invoice.id.clone());
+    let number = number_or_id(&invoice);
     let subject = format!("Payment of invoice {number} failed");
     let text = format!(
         "We could not collect the payment of invoice {number} ({due} due, period \
@@ -242,7 +247,7 @@ pub(super) fn access_suspended(
     for invoice in overdue {
         list.push_str(&format!(
             "- Invoice {} (period {}): {} due\n",
-            invoice.number.as_deref().unwrap_or(&invoice.id),
+            number_or_id(&invoice),
             invoice.period,
             amount(amount_due(&invoice), &invoice.currency)
         ));
