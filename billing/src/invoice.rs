@@ -1,5 +1,7 @@
 //! Invoice arithmetic: totals, tax, credit-note tax, marketplace fee. Amounts in minor units.
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 
 use crate::money::{checked_sum, round_minor, MoneyError};
@@ -21,6 +23,18 @@ pub fn share(amount: i64, bps: i32) -> Result<i64, MoneyError> {
         .ok_or(MoneyError::Overflow)?
         / Decimal::from(BPS);
     round_minor(exact)
+}
+
+/// Gross and marketplace fee of a provider's amounts grouped by the fee rate they were billed
+/// at (basis points → their sum): each rate's `share` of its own sum, so the fee is rounded
+/// once per rate.
+pub fn fee_at_rates(by_rate: &BTreeMap<i32, i64>) -> Result<(i64, i64), MoneyError> {
+    let gross = checked_sum(by_rate.values().copied())?;
+    let fees = by_rate
+        .iter()
+        .map(|(&bps, &amount)| share(amount, bps))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((gross, checked_sum(fees)?))
 }
 
 /// Subtotal = the sum of the (already rounded) lines; tax on the subtotal, rounded once;
@@ -63,6 +77,19 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_fee_is_each_rates_share_of_what_was_billed_at_it() {
+        // 200.00 at 3 % and 100.00 at 10 %, less a 50.00 credit at 3 %: 4.50 + 10.00.
+        let by_rate = BTreeMap::from([(300, 20000 - 5000), (1000, 10000)]);
+        assert_eq!(fee_at_rates(&by_rate).unwrap(), (25000, 1450));
+        // Rounded once per rate, half-even: 0.5 → 0 and 1.5 → 2.
+        let by_rate = BTreeMap::from([(100, 50), (5000, 3)]);
+        assert_eq!(fee_at_rates(&by_rate).unwrap(), (53, 2));
+        assert_eq!(fee_at_rates(&BTreeMap::new()).unwrap(), (0, 0));
+        let huge = BTreeMap::from([(0, i64::MAX), (1, 1)]);
+        assert_eq!(fee_at_rates(&huge), Err(MoneyError::Overflow));
+    }
 
     #[test]
     fn worked_examples() {

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Unit prices carry at most this many decimals (as Stripe's `unit_amount_decimal`).
 pub const MAX_UNIT_DECIMALS: u32 = 12;
-/// A sanity bound on one unit's price, in minor units.
+/// Digits a unit price may have before its point.
+pub const MAX_UNIT_WHOLE_DIGITS: usize = 12;
+/// A sanity bound on a flat or recurring amount, in minor units.
 pub const MAX_UNIT_AMOUNT: i64 = 1_000_000_000_000;
 pub const MAX_METRIC_LEN: usize = 64;
 pub const MAX_TIERS: usize = 20;
@@ -78,7 +80,9 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> PriceError {
     }
 }
 
-/// Parses a unit price: a plain non-negative decimal string with at most 12 decimals.
+/// Parses a unit price: a plain non-negative decimal string with at most 12 digits before
+/// the point and 12 after (so below 10^12), as openapi.yaml's pattern says; leading and
+/// trailing zeros count.
 pub fn parse_unit_amount(raw: &str) -> Result<Decimal, String> {
     let plain = !raw.is_empty()
         && raw.chars().all(|c| c.is_ascii_digit() || c == '.')
@@ -86,15 +90,16 @@ pub fn parse_unit_amount(raw: &str) -> Result<Decimal, String> {
     if !plain || raw.starts_with('.') || raw.ends_with('.') {
         return Err("must be a non-negative decimal string such as \"0.05\"".into());
     }
-    let value = Decimal::from_str(raw)
-        .map_err(|_| "must be a decimal string such as \"0.05\"".to_string())?;
-    if value.scale() > MAX_UNIT_DECIMALS {
+    let (whole, decimals) = raw.split_once('.').unwrap_or((raw, ""));
+    if whole.len() > MAX_UNIT_WHOLE_DIGITS {
+        return Err(format!(
+            "must have at most {MAX_UNIT_WHOLE_DIGITS} digits before the point"
+        ));
+    }
+    if decimals.len() > MAX_UNIT_DECIMALS as usize {
         return Err(format!("must have at most {MAX_UNIT_DECIMALS} decimals"));
     }
-    if value > Decimal::from(MAX_UNIT_AMOUNT) {
-        return Err(format!("must be at most {MAX_UNIT_AMOUNT}"));
-    }
-    Ok(value)
+    Decimal::from_str(raw).map_err(|_| "must be a decimal string such as \"0.05\"".to_string())
 }
 
 /// A metric name: 1–64 characters of lower-case letters, digits, `_`, `.` and `-`.
@@ -238,8 +243,17 @@ mod tests {
     fn unit_amounts_are_plain_decimals() {
         assert_eq!(parse_unit_amount("0.05").unwrap(), Decimal::new(5, 2));
         assert_eq!(parse_unit_amount("12").unwrap(), Decimal::from(12));
+        let largest = "999999999999.999999999999";
+        assert_eq!(parse_unit_amount(largest).unwrap().to_string(), largest);
+        assert_eq!(
+            parse_unit_amount("000000000001.500000000000").unwrap(),
+            Decimal::new(15, 1)
+        );
         for bad in [
             "",
+            "1000000000000",
+            "0000000000001",
+            "1.0000000000000",
             "-1",
             "1e3",
             "0.0000000000001",

@@ -147,7 +147,11 @@ fn by_provider(report: &ProviderReport, platform: bool) -> Markup {
                                 th scope="row" { (r.provider.name) }
                                 td { (r.currency) }
                                 td.num { (money(&r.gross)) }
-                                td.num { (money(&r.fee)) " (" (format!("{}.{:02}", r.fee_bps / 100, r.fee_bps % 100)) " %)" }
+                                td.num {
+                                    (money(&r.fee))
+                                    @if let Some(bps) = r.fee_bps { " (" (format!("{}.{:02}", bps / 100, bps % 100)) " %)" }
+                                    @else { " (rates differ)" }
+                                }
                                 td.num { (money(&r.net)) }
                             }
                         }

@@ -42,6 +42,9 @@ pub fn validate_name(raw: &str) -> Result<String> {
         Some("must not contain `/` or `\\`")
     } else if raw.chars().any(char::is_control) {
         Some("must not contain control characters")
+    } else if raw.contains(char::REPLACEMENT_CHARACTER) {
+        // What bytes that are not UTF-8 decode to: two different such names would be one.
+        Some("must be UTF-8 text (no U+FFFD)")
     } else if raw == "." || raw == ".." {
         Some("must not be `.` or `..`")
     } else {
@@ -625,6 +628,7 @@ mod tests {
             "a\u{7f}",
             "a\nb",
             "a\u{85}",
+            "\u{fffd}",
             &"é".repeat(256),
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");

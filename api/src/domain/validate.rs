@@ -65,7 +65,9 @@ impl std::fmt::Debug for Password {
 
 /// Trimmed text of 1..=max characters with no control characters.
 pub fn text(raw: &str, max: usize) -> Result<String, String> {
-    let s = raw.trim();
+    // Trimmed as JavaScript trims (and as the patterns of openapi.yaml read `\s`): white
+    // space and U+FEFF, which Rust's `trim` keeps, so an invisible name is blank.
+    let s = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if s.is_empty() {
         Err("must not be empty".into())
     } else if s.chars().count() > max {
@@ -107,6 +109,8 @@ mod tests {
         assert!(Password::parse(&"x".repeat(257)).is_err());
         assert!(Password::parse("long enough password").is_ok());
         assert!(text("  ", 10).is_err());
+        assert!(text("\u{feff}\u{3000}", 10).is_err());
+        assert_eq!(text("\u{feff}ok\u{feff}", 10).unwrap(), "ok");
         assert!(text("abc\u{7}", 10).is_err());
         assert_eq!(text(" ok ", 10).unwrap(), "ok");
         assert!(text("toolong", 3).is_err());

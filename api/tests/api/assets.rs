@@ -451,6 +451,9 @@ fn asset_names_are_checked() {
         "del%7F",
         "a%2Fb",
         "a%5Cb",
+        "%FF",
+        "%FE",
+        "x%C3",
         &"n".repeat(256),
         &"%C3%A9".repeat(256),
     ] {

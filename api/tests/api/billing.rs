@@ -515,6 +515,90 @@ fn cancelling_during_a_trial_bills_nothing() {
 }
 
 #[test]
+fn revenue_takes_each_lines_fee_rate_and_a_credit_the_rate_of_its_line() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 5, 4));
+    let (fin, op, p, b0, b1) = (
+        platform(&app, "finance"),
+        platform(&app, "operator"),
+        app.signup(),
+        app.signup(),
+        app.signup(),
+    );
+    let o = offer(&app, &p, json!({"recurring_amount": 10000}));
+    subscribe(&app, &b0, &o);
+    run(&app, &fin, "2026-05");
+    let finalize = |customer: &User| {
+        let inv = &invoices(
+            &app,
+            &fin,
+            &format!("period=2026-05&customer={}", customer.org_id),
+        )[0];
+        let id = inv["id"].as_str().unwrap().to_string();
+        let r = app.post(
+            &format!("/v1/invoices/{id}/finalize"),
+            Some(&fin.token),
+            json!({}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        invoice(&app, &fin, &id)
+    };
+    let first = finalize(&b0);
+    // The provider's fee changes between the two customers' drafts.
+    let r = app.patch(
+        &format!("/v1/organizations/{}/billing-settings", p.org_id),
+        Some(&op.token),
+        json!({"fee_bps": 1000}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    subscribe(&app, &b1, &o);
+    run(&app, &fin, "2026-05");
+    finalize(&b1);
+    let report = |period: &str, provider: &User| {
+        let rows = app
+            .get(
+                &format!("/v1/reports/revenue?period={period}"),
+                Some(&provider.token),
+            )
+            .json;
+        assert_eq!(rows["data"].as_array().map(Vec::len), Some(1), "{rows}");
+        rows["data"][0].clone()
+    };
+    let may = report("2026-05", &p);
+    assert_eq!(amount(&may["gross"]), 20000);
+    assert_eq!(
+        amount(&may["fee"]),
+        300 + 1000,
+        "3 % of one line, 10 % of the other"
+    );
+    assert_eq!(amount(&may["net"]), 20000 - 1300);
+    assert_eq!(
+        may["fee_bps"],
+        Value::Null,
+        "two rates: no one rate to show"
+    );
+
+    // June: only a credit on the line billed at 3 %, whatever the provider's rate now.
+    app.clock.set(at(2026, 6, 3));
+    let (fin, p) = (app.again(&fin), app.again(&p));
+    let line = first["lines"][0]["id"].as_str().unwrap();
+    let cn = app.post(
+        &format!(
+            "/v1/invoices/{}/credit-notes",
+            first["id"].as_str().unwrap()
+        ),
+        Some(&fin.token),
+        json!({"reason": "outage", "lines": [{"invoice_line_id": line, "amount": 5000}]}),
+    );
+    assert_eq!(cn.status, 201, "{}", cn.text);
+    let june = report("2026-06", &p);
+    assert_eq!(amount(&june["gross"]), -5000);
+    assert_eq!(amount(&june["fee"]), -150);
+    assert_eq!(amount(&june["net"]), -4850);
+    assert_eq!(june["fee_bps"], 300);
+}
+
+#[test]
 fn concurrent_runs_and_finalizations_stay_exact() {
     let app = Arc::new(TestApp::spawn());
     app.clock.set(at(2026, 5, 5));

@@ -578,6 +578,15 @@ fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
         .fields(),
         vec!["from"]
     );
+    // The window is inclusive: 2024 (a leap year) is 366 days, one more is too many.
+    let window = |to: &str| {
+        app.get(
+            &format!("/v1/subscriptions/{sid}/usage?from=2024-01-01&to={to}"),
+            Some(&b.token),
+        )
+    };
+    assert_eq!(window("2024-12-31").status, 200);
+    assert_eq!(window("2025-01-01").fields(), vec!["to"]);
 }
 
 #[test]

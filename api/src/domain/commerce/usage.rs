@@ -293,7 +293,7 @@ pub fn report(
     if to < from {
         return Err(Error::validation("to", "must not be before from"));
     }
-    if (to - from).num_days() > 366 {
+    if (to - from).num_days() >= 366 {
         return Err(Error::validation("to", "the window spans at most 366 days"));
     }
     let rows: Vec<(String, String, i64)> = usage_events::table

@@ -27,7 +27,9 @@ pub struct ProviderRow {
     pub gross: Money,
     pub fee: Money,
     pub net: Money,
-    pub fee_bps: i32,
+    /// The fee rate of every line counted, or `None` when they were billed at different
+    /// rates (the provider's rate changed between drafts).
+    pub fee_bps: Option<i32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,8 +71,10 @@ pub fn provider_report(
             invoice_lines::fee_bps,
         ))
         .into_boxed();
+    // A credit takes back part of a line, so its fee at the rate that line was billed at.
     let mut credits_q = credit_note_lines::table
         .inner_join(credit_notes::table.inner_join(invoices::table))
+        .inner_join(invoice_lines::table)
         .filter(credit_notes::created_at.ge(month.start()))
         .filter(credit_notes::created_at.lt(month.end()))
         .filter(invoices::status.eq_any(statuses))
@@ -78,6 +82,7 @@ pub fn provider_report(
             credit_note_lines::provider_organization_id,
             invoices::currency,
             credit_note_lines::amount,
+            invoice_lines::fee_bps,
         ))
         .into_boxed();
     if !caller.can(Capability::PlatformBilling) {
@@ -87,21 +92,29 @@ pub fn provider_report(
             .filter(credit_note_lines::provider_organization_id.eq(caller.organization_id.clone()));
     }
     let lines: Vec<(String, String, i64, i32)> = lines_q.load(conn)?;
-    let credits: Vec<(String, String, i64)> = credits_q.load(conn)?;
-    let mut gross: BTreeMap<(String, String), (i64, i32)> = BTreeMap::new();
-    for (provider, currency, amount, bps) in lines {
-        let entry = gross.entry((provider, currency)).or_insert((0, bps));
-        entry.0 += amount;
-    }
-    for (provider, currency, amount) in credits {
-        gross
+    let credits: Vec<(String, String, i64, i32)> = credits_q.load(conn)?;
+    // Gross per provider and currency, split by the fee rate each line carries (the rate
+    // in force when its draft was built): the fee is each rate's share of its part.
+    let mut gross: BTreeMap<(String, String), BTreeMap<i32, i64>> = BTreeMap::new();
+    let signed = lines.into_iter().chain(
+        credits
+            .into_iter()
+            .map(|(p, c, amount, bps)| (p, c, -amount, bps)),
+    );
+    for (provider, currency, amount, bps) in signed {
+        *gross
             .entry((provider, currency))
-            .or_insert((0, BillingDefaults::default().fee_bps))
-            .0 -= amount;
+            .or_default()
+            .entry(bps)
+            .or_default() += amount;
     }
     let mut data = Vec::new();
-    for ((provider, currency), (gross, fee_bps)) in gross {
-        let fee = billing::invoice::share(gross, fee_bps).map_err(Error::internal)?;
+    for ((provider, currency), by_rate) in gross {
+        let (gross, fee) = billing::invoice::fee_at_rates(&by_rate).map_err(Error::internal)?;
+        let fee_bps = match by_rate.keys().collect::<Vec<_>>()[..] {
+            [only] => Some(*only),
+            _ => None,
+        };
         let name: String = organizations::table
             .find(&provider)
             .select(organizations::name)
