@@ -436,7 +436,7 @@ fn transition(
         if !allowed_from.contains(&listing.state.as_str()) {
             return Err(Error::conflict(
                 "invalid_state",
-                format!("a {} listing cannot be {to}", listing.state),
+                format!("the listing is {}: it cannot be {to}", listing.state),
             ));
         }
         let now = db_time(clock.now());

@@ -444,7 +444,7 @@ fn decide(
         if s.status != "pending_approval" {
             return Err(Error::conflict(
                 "invalid_state",
-                format!("a {} subscription cannot be answered", s.status),
+                format!("the subscription is {}: it cannot be answered", s.status),
             ));
         }
         s.decision_reason = reason.clone();
@@ -595,7 +595,7 @@ pub fn update(
         if s.status != "active" {
             return Err(Error::conflict(
                 "invalid_state",
-                format!("a {} subscription does not renew", s.status),
+                format!("the subscription is {}: it does not renew", s.status),
             ));
         }
         if auto_renew && s.trial_end.is_some_and(|t| s.cancel_at == Some(t)) {

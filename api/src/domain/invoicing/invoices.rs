@@ -439,7 +439,7 @@ pub fn finalize(
             if invoice.status != "draft" {
                 return Err(Error::conflict(
                     "invalid_state",
-                    format!("a {} invoice cannot be finalized", invoice.status),
+                    format!("the invoice is {}: it cannot be finalized", invoice.status),
                 ));
             }
             let now = clock.now();
@@ -528,7 +528,7 @@ pub fn pay(
         if invoice.status != "open" {
             return Err(Error::conflict(
                 "invalid_state",
-                format!("a {} invoice cannot be paid", invoice.status),
+                format!("the invoice is {}: it cannot be paid", invoice.status),
             ));
         }
         record_payment(conn, clock, &invoice, "manual", &reference)?;
@@ -620,7 +620,7 @@ pub fn credit(
             if invoice.status != "open" && invoice.status != "paid" {
                 return Err(Error::conflict(
                     "invalid_state",
-                    format!("a {} invoice cannot be credited", invoice.status),
+                    format!("the invoice is {}: it cannot be credited", invoice.status),
                 ));
             }
             let credited = credited_per_line(conn, id)?;
