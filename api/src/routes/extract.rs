@@ -129,9 +129,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
                     // `5.0` is an integer to JSON Schema; retry (only then) with such
                     // numbers rewritten, so the fast path stays one pass over the bytes.
                     if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
-                        if integral_numbers(&mut value) {
-                            return from_value(value);
-                        }
+                        integral_numbers(&mut value);
+                        return from_value(value);
                     }
                     Err(Error::Validation(vec![field_error(&path, &inner)]))
                 }
@@ -141,13 +140,154 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     }
 }
 
-/// The typed value of a JSON document already parsed (and mended), or a 422 naming the
+/// The typed value of a JSON document already parsed (and mended), or a 422 naming every
 /// field that does not fit.
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let path = e.path().to_string();
-        Error::Validation(vec![field_error(&path, &e.into_inner())])
-    })
+    match T::deserialize(&value) {
+        Ok(typed) => Ok(typed),
+        Err(_) => Err(Error::Validation(shape_errors::<T>(value))),
+    }
+}
+
+/// At most this many fields are named in one response (each costs a few passes over the
+/// document, on the error path only).
+const MAX_FIELD_ERRORS: usize = 20;
+
+/// Every field of `value` that does not fit `T`, in the order serde meets them. serde stops
+/// at the first; so each one named is stood in for (left out, or a value of another JSON
+/// type that gets past it) and the document read again, until it fits or no stand-in gets
+/// past a field.
+fn shape_errors<T: DeserializeOwned>(mut value: serde_json::Value) -> Vec<FieldError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    while errors.len() < MAX_FIELD_ERRORS {
+        let Some(error) = first_shape_error::<T>(&value) else {
+            break;
+        };
+        if errors.iter().any(|known| known.field == error.field) {
+            break;
+        }
+        let at = error.field.clone();
+        errors.push(error);
+        if !stand_in::<T>(&mut value, &at) {
+            break;
+        }
+    }
+    errors
+}
+
+fn first_shape_error<T: DeserializeOwned>(value: &serde_json::Value) -> Option<FieldError> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .err()
+        .map(|e| field_error(&e.path().to_string(), e.inner()))
+}
+
+/// Replaces the field at `path` (`lines[1].amount`) with the first stand-in after which
+/// `T`'s first error, if any, lies outside it; false (the document as it was) when none
+/// does or the path is not in the document. The document is changed in place, not copied:
+/// a large body with many broken fields costs passes, not copies.
+fn stand_in<T: DeserializeOwned>(value: &mut serde_json::Value, path: &str) -> bool {
+    use serde_json::json;
+    let Some(steps) = steps_of(path) else {
+        return false;
+    };
+    // Values, not leaving the field out: a struct checks its missing fields in its own
+    // order, so one left out could let an earlier one be named instead and this one again.
+    let mut candidates = vec![json!(""), json!(0), json!(false), json!([]), json!({})];
+    const FIXED: usize = 5;
+    // Past it: the next error is elsewhere, and not inside the stand-in (a `{}` for an
+    // object would otherwise name its fields as missing).
+    let inside = |field: &str| {
+        field == path
+            || field
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with(['.', '[']))
+    };
+    let mut held = None;
+    let mut i = 0;
+    while i < candidates.len() {
+        let Some(previous) = swap_at(value, &steps, Some(candidates[i].clone())) else {
+            return false;
+        };
+        held.get_or_insert(previous);
+        match first_shape_error::<T>(value) {
+            Some(e) if inside(&e.field) => {
+                // A field that takes one of some words: last, the first word serde expects.
+                if candidates.len() == FIXED {
+                    if let Some(word) = first_expected_word(&e.message) {
+                        candidates.push(json!(word));
+                    }
+                }
+            }
+            _ => return true,
+        }
+        i += 1;
+    }
+    if let Some(original) = held {
+        swap_at(value, &steps, original);
+    }
+    false
+}
+
+/// The first word of serde's "unknown variant `x`, expected one of `a`, `b`" (or
+/// "expected `a` or `b`").
+fn first_expected_word(message: &str) -> Option<String> {
+    let (_, after) = message.split_once("expected ")?;
+    let after = after.strip_prefix("one of ").unwrap_or(after);
+    let word = after.strip_prefix('`')?.split('`').next()?;
+    Some(word.to_string())
+}
+
+/// The steps of a field path as `field_error` writes it (`lines[1].amount`); `None` for the
+/// document itself (`body`).
+fn steps_of(path: &str) -> Option<Vec<Step>> {
+    if path == "body" {
+        return None;
+    }
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_once('[').unwrap_or((part, ""));
+        steps.push(Step::Key(name.to_string()));
+        while let Some((index, after)) = rest.split_once(']') {
+            steps.push(Step::Index(index.parse().ok()?));
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+    }
+    Some(steps)
+}
+
+/// Sets (or with `None` removes) the member at `steps`, returning what it held (`Some(None)`:
+/// no such member yet); `None` if a step on the way is not in the document.
+fn swap_at(
+    value: &mut serde_json::Value,
+    steps: &[Step],
+    new: Option<serde_json::Value>,
+) -> Option<Option<serde_json::Value>> {
+    use serde_json::Value;
+    let (last, before) = steps.split_last()?;
+    let mut at = value;
+    for step in before {
+        at = match (step, at) {
+            (Step::Key(k), Value::Object(map)) => map.get_mut(k)?,
+            (Step::Index(i), Value::Array(items)) => items.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    match (last, at) {
+        (Step::Key(k), Value::Object(map)) => Some(match new {
+            Some(v) => map.insert(k.clone(), v),
+            None => map.remove(k),
+        }),
+        (Step::Index(i), Value::Array(items)) if *i < items.len() => Some(Some(std::mem::replace(
+            &mut items[*i],
+            new.unwrap_or(Value::Null),
+        ))),
+        _ => None,
+    }
+}
+
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
@@ -345,4 +485,118 @@ pub fn check_auth_rate(req: &HttpRequest) -> Result<(), Error> {
             retry_after_secs: wait.as_secs() + 1,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        id: String,
+        amount: i64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Interval {
+        Monthly,
+        OneTime,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        name: String,
+        interval: Interval,
+        count: i64,
+        note: Option<String>,
+        lines: Vec<Line>,
+        nested: Option<Line>,
+    }
+
+    fn fields(body: &str) -> Vec<(String, String)> {
+        match parse_json::<Order>(body.as_bytes()) {
+            Err(Error::Validation(errors)) => {
+                errors.into_iter().map(|e| (e.field, e.message)).collect()
+            }
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    fn names(body: &str) -> Vec<String> {
+        fields(body).into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn every_missing_field_is_named_in_order() {
+        assert_eq!(
+            fields("{}"),
+            [
+                ("name".to_string(), "is required".to_string()),
+                ("interval".to_string(), "is required".to_string()),
+                ("count".to_string(), "is required".to_string()),
+                ("lines".to_string(), "is required".to_string()),
+            ]
+        );
+        assert_eq!(names(""), ["name", "interval", "count", "lines"]);
+    }
+
+    #[test]
+    fn every_field_of_the_wrong_type_is_named_once_with_its_path() {
+        let body = r#"{"name": 5, "interval": "weekly", "count": "x", "note": 7,
+            "lines": [{"id": "a", "amount": 1}, {"id": 2}, {"amount": 3.5}]}"#;
+        // In the document's key order (sorted: serde_json's map), each once.
+        assert_eq!(
+            names(body),
+            [
+                "count",
+                "interval",
+                "lines[1].id",
+                "lines[1].amount",
+                "lines[2].amount",
+                "lines[2].id",
+                "name",
+                "note",
+            ]
+        );
+        let errors = fields(body);
+        assert!(
+            errors[1].1.contains("unknown variant `weekly`"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[5].1, "is required");
+    }
+
+    #[test]
+    fn a_stand_in_never_names_fields_inside_it() {
+        // `nested` of the wrong type: a `{}` standing in would lack `id` and `amount`.
+        assert_eq!(
+            names(r#"{"name": "n", "interval": "monthly", "count": 1, "lines": [], "nested": 5}"#),
+            ["nested"]
+        );
+        assert_eq!(
+            names(r#"{"name": "n", "interval": "monthly", "count": 1, "lines": 5}"#),
+            ["lines"]
+        );
+    }
+
+    #[test]
+    fn a_body_that_fits_parses_and_broken_json_is_still_a_400() {
+        let ok = parse_json::<Order>(
+            br#"{"name": "n", "interval": "one_time", "count": 2.0, "lines": [{"id": "a", "amount": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.count, 2);
+        assert!(matches!(
+            parse_json::<Order>(br#"{"name": "n", "#),
+            Err(Error::MalformedBody(_))
+        ));
+        assert!(matches!(
+            parse_json::<Order>(b"[1]"),
+            Err(Error::Validation(e)) if e[0].field == "body"
+        ));
+    }
 }

@@ -230,6 +230,36 @@ fn offer_rules_are_checked_and_the_field_named() {
             r.fields()
         );
     }
+    // Every broken field at once, not only the first.
+    let empty = app.post(
+        &format!("/v1/listings/{id}/offers"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(
+        empty.fields(),
+        [
+            "name",
+            "currency",
+            "billing_interval",
+            "recurring_amount",
+            "term_months"
+        ]
+    );
+    let mut two_wrong = offer_body("Bad");
+    two_wrong["recurring_amount"] = json!("100");
+    two_wrong["term_months"] = json!([12]);
+    let r = app.post(
+        &format!("/v1/listings/{id}/offers"),
+        Some(&p.token),
+        two_wrong,
+    );
+    assert_eq!(
+        r.fields(),
+        ["recurring_amount", "term_months"],
+        "{}",
+        r.text
+    );
     // Nothing was half-written.
     assert!(ids(&app.get(&format!("/v1/listings/{id}/offers"), Some(&p.token))).is_empty());
 
