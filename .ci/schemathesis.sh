@@ -217,7 +217,7 @@ eval "$fixtures"
 # - JSON Schema counts 6.0 as an integer, serde's integers do not: integral floats in
 #   bodies become integers (the server's 422 for them is strict, not wrong).
 # - A usage window (`from`, `to`, or one of them and the current month) runs forwards and
-#   spans at most 366 days.
+#   spans at most 366 days, both ends included.
 # - A refresh token is valid once, and only if the server issued it: one shaped like one
 #   (`mkt_rt_…`, as the spec's example) that the server never issued becomes an unspent
 #   one issued during the run (spent ones go out as they are: reusing one must be 401).
@@ -287,8 +287,9 @@ def _fix_query(case):
         query["q"] = "data"
     if case.path.endswith("/usage") and (query.get("from") or query.get("to")):
         first, last = sorted([query.get("from") or query["to"], query.get("to") or query["from"]])
-        if date.fromisoformat(last) - date.fromisoformat(first) > timedelta(days=366):
-            last = (date.fromisoformat(first) + timedelta(days=366)).isoformat()
+        # Both ends count: 366 days run from `first` to `first` + 365.
+        if date.fromisoformat(last) - date.fromisoformat(first) > timedelta(days=365):
+            last = (date.fromisoformat(first) + timedelta(days=365)).isoformat()
         query["from"], query["to"] = first, last
 
 

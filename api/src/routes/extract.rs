@@ -106,7 +106,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
             if replace_nul(&mut value) {
                 integral_numbers(&mut value);
-                return from_value(value);
+                return from_value(value, body.len());
             }
         }
     }
@@ -126,11 +126,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    // `5.0` is an integer to JSON Schema; retry (only then) with such
-                    // numbers rewritten, so the fast path stays one pass over the bytes.
+                    // `5.0` is an integer to JSON Schema: read again with such numbers
+                    // rewritten; and name every broken field, not only the first.
                     if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
-                        integral_numbers(&mut value);
-                        return from_value(value);
+                        let rewritten = integral_numbers(&mut value);
+                        match T::deserialize(&value) {
+                            Ok(typed) if rewritten => return Ok(typed),
+                            // What only the bytes show (a key given twice, which a `Value`
+                            // keeps once): the error as first found.
+                            Ok(_) => {}
+                            Err(_) => {
+                                return Err(Error::Validation(shape_errors::<T>(value, body.len())))
+                            }
+                        }
                     }
                     Err(Error::Validation(vec![field_error(&path, &inner)]))
                 }
@@ -140,27 +148,32 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     }
 }
 
-/// The typed value of a JSON document already parsed (and mended), or a 422 naming every
-/// field that does not fit.
-fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+/// The typed value of a JSON document already parsed (and mended) from `len` bytes, or a
+/// 422 naming every field that does not fit.
+fn from_value<T: DeserializeOwned>(value: serde_json::Value, len: usize) -> Result<T, Error> {
     match T::deserialize(&value) {
         Ok(typed) => Ok(typed),
-        Err(_) => Err(Error::Validation(shape_errors::<T>(value))),
+        Err(_) => Err(Error::Validation(shape_errors::<T>(value, len))),
     }
 }
 
-/// At most this many fields are named in one response (each costs a few passes over the
-/// document, on the error path only).
+/// At most this many fields are named in one response.
 const MAX_FIELD_ERRORS: usize = 20;
 
-/// Every field of `value` that does not fit `T`, in the order serde meets them. serde stops
-/// at the first; so each one named is stood in for (left out, or a value of another JSON
-/// type that gets past it) and the document read again, until it fits or no stand-in gets
-/// past a field.
-fn shape_errors<T: DeserializeOwned>(mut value: serde_json::Value) -> Vec<FieldError> {
+/// How much JSON the search for broken fields may read again in all, in bytes of the body:
+/// a small body is read as often as it takes, a 1 MiB one a few times (its first fields
+/// named), so a broken body costs a bounded multiple of one pass.
+const SHAPE_ERRORS_READ_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Every field of `value` (parsed from `len` bytes) that does not fit `T`, in the order
+/// serde meets them (the keys of an object sorted). serde stops at the first; so each one
+/// named is stood in for (a value of another JSON type that gets past it) and the document
+/// read again, until it fits, no stand-in gets past a field, or the reading budget is spent.
+fn shape_errors<T: DeserializeOwned>(mut value: serde_json::Value, len: usize) -> Vec<FieldError> {
+    let mut passes = Passes(SHAPE_ERRORS_READ_BUDGET / len.max(1));
     let mut errors: Vec<FieldError> = Vec::new();
     while errors.len() < MAX_FIELD_ERRORS {
-        let Some(error) = first_shape_error::<T>(&value) else {
+        let Some(error) = passes.first_error::<T>(&value) else {
             break;
         };
         if errors.iter().any(|known| known.field == error.field) {
@@ -168,32 +181,66 @@ fn shape_errors<T: DeserializeOwned>(mut value: serde_json::Value) -> Vec<FieldE
         }
         let at = error.field.clone();
         errors.push(error);
-        if !stand_in::<T>(&mut value, &at) {
+        if !stand_in::<T>(&mut value, &at, &mut passes) {
             break;
         }
     }
     errors
 }
 
-fn first_shape_error<T: DeserializeOwned>(value: &serde_json::Value) -> Option<FieldError> {
-    serde_path_to_error::deserialize::<_, T>(value)
-        .err()
-        .map(|e| field_error(&e.path().to_string(), e.inner()))
+/// The passes over the document left to `shape_errors`.
+struct Passes(usize);
+
+impl Passes {
+    /// `T`'s first error in `value`; `None` when it fits, or when no pass is left.
+    fn first_error<T: DeserializeOwned>(
+        &mut self,
+        value: &serde_json::Value,
+    ) -> Option<FieldError> {
+        self.first_error_or_fits::<T>(value).flatten()
+    }
+
+    /// `Some(T's first error in value)`, `Some(None)` when it fits; `None` when no pass is
+    /// left.
+    fn first_error_or_fits<T: DeserializeOwned>(
+        &mut self,
+        value: &serde_json::Value,
+    ) -> Option<Option<FieldError>> {
+        self.0 = self.0.checked_sub(1)?;
+        Some(
+            serde_path_to_error::deserialize::<_, T>(value)
+                .err()
+                .map(|e| field_error(&e.path().to_string(), e.inner())),
+        )
+    }
 }
 
 /// Replaces the field at `path` (`lines[1].amount`) with the first stand-in after which
 /// `T`'s first error, if any, lies outside it; false (the document as it was) when none
 /// does or the path is not in the document. The document is changed in place, not copied:
 /// a large body with many broken fields costs passes, not copies.
-fn stand_in<T: DeserializeOwned>(value: &mut serde_json::Value, path: &str) -> bool {
+fn stand_in<T: DeserializeOwned>(
+    value: &mut serde_json::Value,
+    path: &str,
+    passes: &mut Passes,
+) -> bool {
     use serde_json::json;
     let Some(steps) = steps_of(path) else {
         return false;
     };
     // Values, not leaving the field out: a struct checks its missing fields in its own
     // order, so one left out could let an earlier one be named instead and this one again.
-    let mut candidates = vec![json!(""), json!(0), json!(false), json!([]), json!({})];
-    const FIXED: usize = 5;
+    // `null` fits an optional field; the timestamp a time.
+    let mut candidates = vec![
+        json!(null),
+        json!(""),
+        json!(0),
+        json!(false),
+        json!([]),
+        json!({}),
+        json!("1970-01-01T00:00:00Z"),
+    ];
+    let fixed = candidates.len();
     // Past it: the next error is elsewhere, and not inside the stand-in (a `{}` for an
     // object would otherwise name its fields as missing).
     let inside = |field: &str| {
@@ -209,10 +256,13 @@ fn stand_in<T: DeserializeOwned>(value: &mut serde_json::Value, path: &str) -> b
             return false;
         };
         held.get_or_insert(previous);
-        match first_shape_error::<T>(value) {
+        let Some(next) = passes.first_error_or_fits::<T>(value) else {
+            break; // no pass left: put back what the document held
+        };
+        match next {
             Some(e) if inside(&e.field) => {
                 // A field that takes one of some words: last, the first word serde expects.
-                if candidates.len() == FIXED {
+                if candidates.len() == fixed {
                     if let Some(word) = first_expected_word(&e.message) {
                         candidates.push(json!(word));
                     }
@@ -245,11 +295,24 @@ fn steps_of(path: &str) -> Option<Vec<Step>> {
     }
     let mut steps = Vec::new();
     for part in path.split('.') {
-        let (name, mut rest) = part.split_once('[').unwrap_or((part, ""));
+        // Only `[digits]` groups may follow a name: a key holding `[` or `]` (of a map) is
+        // not a path this can follow.
+        let (name, mut rest) = match part.split_once('[') {
+            Some((name, indexes)) => (name, Some(indexes)),
+            None => (part, None),
+        };
+        if name.contains(']') {
+            return None;
+        }
         steps.push(Step::Key(name.to_string()));
-        while let Some((index, after)) = rest.split_once(']') {
+        while let Some(indexes) = rest {
+            let (index, after) = indexes.split_once(']')?;
             steps.push(Step::Index(index.parse().ok()?));
-            rest = after.strip_prefix('[').unwrap_or(after);
+            rest = match after.strip_prefix('[') {
+                Some(next) => Some(next),
+                None if after.is_empty() => None,
+                None => return None,
+            };
         }
     }
     Some(steps)
@@ -581,6 +644,88 @@ mod tests {
             names(r#"{"name": "n", "interval": "monthly", "count": 1, "lines": 5}"#),
             ["lines"]
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Event {
+        at: chrono::DateTime<chrono::Utc>,
+        detail: Option<Line>,
+        quantity: i64,
+    }
+
+    fn event_fields(body: &str) -> Vec<String> {
+        match parse_json::<Vec<Event>>(body.as_bytes()) {
+            Err(Error::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Batch {
+        events: Vec<Event>,
+    }
+
+    fn batch_fields(body: &str) -> Vec<String> {
+        match parse_json::<Batch>(body.as_bytes()) {
+            Err(Error::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn times_and_optional_objects_are_stood_in_for_so_later_fields_are_named() {
+        let body = r#"{"events": [
+            {"at": "yesterday", "detail": 5, "quantity": 1},
+            {"detail": null, "quantity": "2"},
+            {"at": "2026-01-01T00:00:00Z", "quantity": 3}]}"#;
+        assert_eq!(
+            batch_fields(body),
+            // A missing field is found after the present ones of its object.
+            [
+                "events[0].at",
+                "events[0].detail",
+                "events[1].quantity",
+                "events[1].at"
+            ]
+        );
+        // The root must be an object.
+        assert_eq!(event_fields("[]"), ["body"]);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_as_the_bytes_read() {
+        let r = parse_json::<Order>(
+            br#"{"name": "a", "interval": "monthly", "count": "x", "count": 1, "lines": []}"#,
+        );
+        assert!(
+            matches!(&r, Err(Error::Validation(e)) if e.len() == 1 && e[0].field == "count"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn paths_through_map_keys_with_brackets_are_not_followed() {
+        assert!(steps_of("m.a[").is_none());
+        assert!(steps_of("m.a]").is_none());
+        assert!(steps_of("a[1]x").is_none());
+        assert!(steps_of("a[x]").is_none());
+        assert!(steps_of("body").is_none());
+        assert_eq!(steps_of("lines[1][2].id").map(|s| s.len()), Some(4));
+    }
+
+    #[test]
+    fn a_large_body_is_read_again_only_within_the_budget() {
+        let event = r#"{"at": "never", "quantity": "x"}"#;
+        let small = format!(r#"{{"events": [{}]}}"#, [event; 5].join(","));
+        assert_eq!(batch_fields(&small).len(), 10);
+        // About 0.5 MiB: eight passes over it in all, not forty.
+        let padding = " ".repeat(512 * 1024);
+        let large = format!(r#"{{"events": [{}]}}{padding}"#, [event; 5].join(","));
+        let named = batch_fields(&large);
+        assert!(!named.is_empty() && named.len() < 10, "{named:?}");
+        assert_eq!(named[0], "events[0].at");
     }
 
     #[test]

@@ -553,7 +553,7 @@ fn revenue_takes_each_lines_fee_rate_and_a_credit_the_rate_of_its_line() {
     assert_eq!(r.status, 200, "{}", r.text);
     subscribe(&app, &b1, &o);
     run(&app, &fin, "2026-05");
-    finalize(&b1);
+    let second = finalize(&b1);
     let report = |period: &str, provider: &User| {
         let rows = app
             .get(
@@ -578,24 +578,41 @@ fn revenue_takes_each_lines_fee_rate_and_a_credit_the_rate_of_its_line() {
         "two rates: no one rate to show"
     );
 
-    // June: only a credit on the line billed at 3 %, whatever the provider's rate now.
+    // June: only credits, each at the rate of the line it credits: first the line billed
+    // at 10 % (the provider's rate now is 10 % too, the default 3 %).
     app.clock.set(at(2026, 6, 3));
-    let (fin, p) = (app.again(&fin), app.again(&p));
-    let line = first["lines"][0]["id"].as_str().unwrap();
-    let cn = app.post(
-        &format!(
-            "/v1/invoices/{}/credit-notes",
-            first["id"].as_str().unwrap()
-        ),
-        Some(&fin.token),
-        json!({"reason": "outage", "lines": [{"invoice_line_id": line, "amount": 5000}]}),
-    );
-    assert_eq!(cn.status, 201, "{}", cn.text);
+    let (fin, op, p) = (app.again(&fin), app.again(&op), app.again(&p));
+    let credit = |invoice: &Value, amount: i64| {
+        let r = app.post(
+            &format!(
+                "/v1/invoices/{}/credit-notes",
+                invoice["id"].as_str().unwrap()
+            ),
+            Some(&fin.token),
+            json!({"reason": "outage", "lines": [
+                {"invoice_line_id": invoice["lines"][0]["id"], "amount": amount}]}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    };
+    credit(&second, 5000);
     let june = report("2026-06", &p);
     assert_eq!(amount(&june["gross"]), -5000);
-    assert_eq!(amount(&june["fee"]), -150);
-    assert_eq!(amount(&june["net"]), -4850);
-    assert_eq!(june["fee_bps"], 300);
+    assert_eq!(amount(&june["fee"]), -500);
+    assert_eq!(amount(&june["net"]), -4500);
+    assert_eq!(june["fee_bps"], 1000);
+    // Then 20.00 of the line billed at 3 %, after the provider's rate went to 0.
+    let r = app.patch(
+        &format!("/v1/organizations/{}/billing-settings", p.org_id),
+        Some(&op.token),
+        json!({"fee_bps": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    credit(&first, 2000);
+    let june = report("2026-06", &p);
+    assert_eq!(amount(&june["gross"]), -7000);
+    assert_eq!(amount(&june["fee"]), -500 - 60);
+    assert_eq!(amount(&june["net"]), -7000 + 560);
+    assert_eq!(june["fee_bps"], Value::Null);
 }
 
 #[test]

@@ -554,7 +554,7 @@ pub fn cancel(
             (other, _) => {
                 return Err(Error::conflict(
                     "invalid_state",
-                    format!("a {other} subscription cannot be cancelled"),
+                    format!("the subscription is {other}: it cannot be cancelled"),
                 ))
             }
         }

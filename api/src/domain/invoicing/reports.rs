@@ -102,17 +102,31 @@ pub fn provider_report(
             .map(|(p, c, amount, bps)| (p, c, -amount, bps)),
     );
     for (provider, currency, amount, bps) in signed {
-        *gross
+        let sum = gross
             .entry((provider, currency))
             .or_default()
             .entry(bps)
-            .or_default() += amount;
+            .or_default();
+        *sum = sum
+            .checked_add(amount)
+            .ok_or_else(|| Error::internal("a provider's revenue overflows"))?;
     }
     let mut data = Vec::new();
     for ((provider, currency), by_rate) in gross {
         let (gross, fee) = billing::invoice::fee_at_rates(&by_rate).map_err(Error::internal)?;
-        let fee_bps = match by_rate.keys().collect::<Vec<_>>()[..] {
-            [only] => Some(*only),
+        let net = gross
+            .checked_sub(fee)
+            .ok_or_else(|| Error::internal("a provider's revenue overflows"))?;
+        // The one rate of the money counted (a rate whose lines and credits cancel out
+        // adds nothing), or none when several carry some.
+        let carrying: Vec<i32> = by_rate
+            .iter()
+            .filter(|(_, &amount)| amount != 0)
+            .map(|(&bps, _)| bps)
+            .collect();
+        let fee_bps = match (&carrying[..], by_rate.len()) {
+            ([only], _) => Some(*only),
+            ([], 1) => by_rate.keys().next().copied(),
             _ => None,
         };
         let name: String = organizations::table
@@ -130,7 +144,7 @@ pub fn provider_report(
             },
             gross: m(gross),
             fee: m(fee),
-            net: m(gross - fee),
+            net: m(net),
             currency: currency.clone(),
             fee_bps,
         });
