@@ -339,7 +339,7 @@ async function main() {
     await clickAndWait(page, page.getByRole("link", { name: "download files" }));
     const [download] = await Promise.all([
       page.waitForEvent("download"),
-      page.getByRole("link", { name: "Download readings-2026-11.csv" }).click(),
+      page.getByRole("button", { name: "Download readings-2026-11.csv" }).click(),
     ]);
     const file = await download.path();
     expect(fs.readFileSync(file, "utf8") === s.content, "the downloaded file differs from the upload");

@@ -569,7 +569,8 @@ pub mod claim {
                         subscriptions::term_end
                             .le(now)
                             .or(subscriptions::request_expires_at.le(now))
-                            .or(subscriptions::current_period_end.le(now)),
+                            .or(subscriptions::current_period_end.le(now))
+                            .or(subscriptions::cancel_at.le(now)),
                     )
                     .order(subscriptions::id.asc())
                     .select(subscriptions::id)

@@ -295,7 +295,14 @@ fn listing_page(
                                                 td.mono { (a.sha256.get(..12).unwrap_or(&a.sha256)) "…" }
                                                 td {
                                                     @if r.state == "revoked" { "Withdrawn" }
-                                                    @else { a href={ "/console/assets/" (a.id) "/download" } download { "Download " span.visually-hidden { (a.name) } } }
+                                                    // A form, not a link: a read is metered, and a GET could be made
+                                                    // by any image in a page.
+                                                    @else {
+                                                        form.inline method="post" action={ "/console/assets/" (a.id) "/download" } {
+                                                            (csrf_field(&s.csrf))
+                                                            button type="submit" { "Download " span.visually-hidden { (a.name) } }
+                                                        }
+                                                    }
                                                 }
                                             }
                                         }
@@ -389,9 +396,11 @@ pub async fn subscribe(state: State, posted: Posted) -> Reply {
     ))
 }
 
-/// `/console/assets/{id}/download`: a short-lived signed URL for the asset (the API's read
-/// rule, metered to the grant), then the browser follows it.
-pub async fn download(state: State, s: Session, id: Id) -> Reply {
+/// `POST /console/assets/{id}/download`: a short-lived signed URL for the asset (the API's
+/// read rule, metered to the grant), then the browser follows it. A POST with the form's
+/// token, so no page (an image in a listing's description) can read data for a visitor.
+pub async fn download(state: State, posted: Posted, id: Id) -> Reply {
+    let s = posted.session;
     let (caller, clock, base) = (
         s.caller.clone(),
         state.clock.clone(),

@@ -54,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(post().to(catalog::subscribe)),
             )
             .service(resource("/subscriptions/{id}/{decision}").route(post().to(provider::decide)))
-            .service(resource("/assets/{id}/download").route(get().to(catalog::download)))
+            .service(resource("/assets/{id}/download").route(post().to(catalog::download)))
             .service(resource("/invoices").route(get().to(finance::list)))
             .service(resource("/invoices/export").route(get().to(finance::export)))
             .service(resource("/invoices/{id}").route(get().to(finance::show)))

@@ -339,10 +339,19 @@ pub fn authorize_read(
     if org == asset.organization_id {
         return Ok(access(None, true));
     }
-    readable_listing(conn, Some(org), &asset.listing_id).map_err(|e| match e {
-        Error::NotFound(_) => Error::NotFound("asset"),
-        e => e,
-    })?;
+    let named = match reader {
+        Reader::SignedUrl { grant_id, .. } => grant_id,
+        Reader::Caller(_) => None,
+    };
+    let grant = live_grant(conn, clock, org, &asset, named)?;
+    // A listing the reader may not see (archived, or no longer shared with it) hides its
+    // files, except from a subscriber whose grant is live: its subscription runs its course.
+    match readable_listing(conn, Some(org), &asset.listing_id) {
+        Ok(_) => {}
+        Err(Error::NotFound(_)) if grant.is_some() => {}
+        Err(Error::NotFound(_)) => return Err(Error::NotFound("asset")),
+        Err(e) => return Err(e),
+    }
     let state: String = revisions::table
         .find(&asset.revision_id)
         .select(revisions::state)
@@ -353,11 +362,7 @@ pub fn authorize_read(
         "revoked" => return Err(Denial::RevisionRevoked.into()),
         _ => {}
     }
-    let named = match reader {
-        Reader::SignedUrl { grant_id, .. } => grant_id,
-        Reader::Caller(_) => None,
-    };
-    match live_grant(conn, clock, org, &asset, named)? {
+    match grant {
         Some(grant_id) => Ok(access(Some(grant_id), false)),
         None => Err(Denial::NoLiveGrant.into()),
     }

@@ -920,3 +920,33 @@ fn revisions_move_open_finalized_revoked_and_hide_while_open() {
         404
     );
 }
+
+#[test]
+fn archiving_an_offer_on_a_hidden_listing_answers_as_for_no_offer() {
+    let app = TestApp::spawn();
+    let (p, x) = (app.signup(), app.signup());
+    let l = app.post(
+        "/v1/listings",
+        Some(&p.token),
+        listing_body("Hidden", "private"),
+    );
+    let lid = l.json["id"].as_str().unwrap();
+    let o = app.post(
+        &format!("/v1/listings/{lid}/offers"),
+        Some(&p.token),
+        offer_body("Plan"),
+    );
+    assert_eq!(o.status, 201, "{}", o.text);
+    let real = app.post(
+        &format!("/v1/offers/{}/archive", o.json["id"].as_str().unwrap()),
+        Some(&x.token),
+        json!({}),
+    );
+    let absent = app.post(
+        "/v1/offers/ofr_doesnotexist/archive",
+        Some(&x.token),
+        json!({}),
+    );
+    assert_eq!(real.status, 404, "{}", real.text);
+    assert_eq!(real.json, absent.json);
+}

@@ -610,3 +610,100 @@ fn sign_in_shares_the_apis_rate_limit() {
         "the API shares it"
     );
 }
+
+#[test]
+fn a_download_is_a_posted_form_so_no_page_can_read_data_for_its_visitor() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let lid = listing(&app, &p, "Rates", "");
+    let ds = app.post(
+        &format!("/v1/listings/{lid}/datasets"),
+        Some(&p.token),
+        json!({"name": "daily"}),
+    );
+    let rev = app.post(
+        &format!("/v1/datasets/{}/revisions", ds.json["id"].as_str().unwrap()),
+        Some(&p.token),
+        json!({}),
+    );
+    let rev = rev.json["id"].as_str().unwrap().to_string();
+    let up = Client::new()
+        .put(format!("{}/v1/revisions/{rev}/assets/rates.csv", app.base))
+        .bearer_auth(&p.token)
+        .body("day,rate\n")
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201);
+    let asset = up.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.post(
+        &format!("/v1/revisions/{rev}/finalize"),
+        Some(&p.token),
+        json!({}),
+    );
+    // The provider's description tries an image of the subscriber's download.
+    let hostile = format!("![c](/console/assets/{asset}/download)");
+    let changed = app.patch(
+        &format!("/v1/listings/{lid}"),
+        Some(&p.token),
+        json!({"description": hostile}),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    let o = app.post(
+        &format!("/v1/listings/{lid}/offers"),
+        Some(&p.token),
+        json!({"name": "Monthly", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 100,
+               "term_months": 1, "trial_days": 0, "requires_approval": false, "auto_renew_default": false}),
+    );
+    app.post(
+        &format!("/v1/listings/{lid}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    let sub = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": o.json["id"]}),
+    );
+    assert_eq!(sub.status, 201, "{}", sub.text);
+
+    let mut browser = Browser::signed_in(&app, &b);
+    let page = browser.get(&format!("/console/listings/{lid}"));
+    assert_eq!(page.status, 200);
+    let action = format!("action=\"/console/assets/{asset}/download\"");
+    assert!(
+        page.text.contains(&action),
+        "a download form: {}",
+        page.text
+    );
+    // What an image (or any GET) of that address gets: no signed URL, nothing read.
+    let get = browser.get(&format!("/console/assets/{asset}/download"));
+    assert!(
+        get.location.is_none() && get.status >= 400,
+        "{}",
+        get.status
+    );
+    assert_eq!(
+        browser
+            .post(
+                &format!("/console/assets/{asset}/download"),
+                &[("csrf", "x")]
+            )
+            .status,
+        403
+    );
+    let posted = browser.post(
+        &format!("/console/assets/{asset}/download"),
+        &[("csrf", &page.csrf())],
+    );
+    assert_eq!(posted.status, 303, "{}", posted.text);
+    let url = posted.location.expect("a signed URL");
+    assert!(
+        url.contains(&format!("/v1/assets/{asset}/content?")),
+        "{url}"
+    );
+    let body = Client::new().get(&url).send().unwrap().text().unwrap();
+    assert_eq!(body, "day,rate\n");
+}

@@ -194,3 +194,47 @@ fn subscribers_hear_a_week_before_the_term_ends_once() {
         .collect();
     assert!(!mail.is_empty(), "the reminder went out as an e-mail");
 }
+
+#[test]
+fn a_subscription_cancelled_in_its_trial_ends_with_the_trial_however_often_cancelled() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let (sid, oid) = subscription(&app, &p, &b, json!({"trial_days": 1, "term_months": 3}));
+    let cancel = |b: &User| {
+        app.post(
+            &format!("/v1/subscriptions/{sid}/cancel"),
+            Some(&b.token),
+            json!({}),
+        )
+    };
+    let first = cancel(&b);
+    assert_eq!(first.status, 200, "{}", first.text);
+    let trial_end = first.json["trial_end"].clone();
+    assert_eq!(first.json["cancel_at"], trial_end);
+    // After the trial, before the worker's pass: cancelling again, or turning auto-renew
+    // off, leaves the end at the trial's.
+    app.clock.advance(Duration::days(2));
+    let b = app.again(&b);
+    assert_eq!(cancel(&b).json["cancel_at"], trial_end);
+    let patched = app.patch(
+        &format!("/v1/subscriptions/{sid}"),
+        Some(&b.token),
+        json!({"auto_renew": false}),
+    );
+    assert_eq!(patched.json["cancel_at"], trial_end, "{}", patched.text);
+    assert_eq!(run(&app).expired, 1);
+    let s = app
+        .get(&format!("/v1/subscriptions/{sid}"), Some(&b.token))
+        .json;
+    assert_eq!(
+        (s["status"].as_str(), &s["ended_at"]),
+        (Some("cancelled"), &trial_end)
+    );
+    // Ended, so the same offer can be taken again.
+    let again = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": oid}),
+    );
+    assert_eq!(again.status, 201, "{}", again.text);
+}

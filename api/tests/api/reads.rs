@@ -236,3 +236,46 @@ fn revoking_a_revision_cuts_access_at_once() {
         "the provider keeps its own data"
     );
 }
+
+#[test]
+fn an_archived_listing_serves_its_subscribers_to_the_end_of_their_term_without_renewing() {
+    let app = TestApp::spawn();
+    let (p, b, x) = (app.signup(), app.signup(), app.signup());
+    let s = shop(&app, &p);
+    let sub = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": s.offer, "auto_renew": true}),
+    );
+    assert_eq!(sub.status, 201, "{}", sub.text);
+    let sub = sub.json["id"].as_str().unwrap().to_string();
+    let archived = app.post(
+        &format!("/v1/listings/{}/archive", s.listing),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(archived.status, 200, "{}", archived.text);
+    assert_eq!(
+        read(&app, &b.token, &s.asset),
+        200,
+        "the subscriber's term runs on"
+    );
+    let url = app.post(
+        &format!("/v1/assets/{}/download-url", s.asset),
+        Some(&b.token),
+        json!({}),
+    );
+    assert_eq!(url.status, 200, "{}", url.text);
+    assert_eq!(
+        app.get(&format!("/v1/assets/{}/content", s.asset), Some(&x.token))
+            .problem(404),
+        "not_found",
+        "to anyone else the archived listing's files are gone"
+    );
+    app.clock.advance(Duration::days(32));
+    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
+    let b = app.again(&b);
+    let after = app.get(&format!("/v1/subscriptions/{sub}"), Some(&b.token));
+    assert_eq!(after.json["status"], "expired", "{}", after.text);
+    assert_eq!(read(&app, &b.token, &s.asset), 404);
+}

@@ -356,7 +356,11 @@ pub fn archive(
         Some(o) if offered_to(conn, Some(&caller.organization_id), &o)? => o,
         _ => return Err(Error::NotFound("offer")),
     };
-    owned_listing(conn, caller, &offer.listing_id)?;
+    // An offer on a listing hidden from the caller is as absent as one that never was.
+    owned_listing(conn, caller, &offer.listing_id).map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound("offer"),
+        e => e,
+    })?;
     transaction(conn, |conn| {
         diesel::update(
             offers::table

@@ -6,7 +6,7 @@ use billing::periods::{self, Interval};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use schema::models::Subscription;
-use schema::schema::{grants, offers, subscriptions};
+use schema::schema::{grants, listings, offers, subscriptions};
 use schema::DbConnection;
 
 use super::subscriptions::PriceSnapshot;
@@ -51,21 +51,30 @@ pub enum Step {
     },
 }
 
-/// The next step for an active subscription (pure: dates in, decision out).
+/// The next step for an active subscription (pure: dates in, decision out). `renewable`:
+/// its offer is active and its listing not archived (both promise only that existing
+/// subscriptions run their course).
 pub fn next_step(
     s: &Subscription,
     snapshot: &PriceSnapshot,
-    offer_active: bool,
+    renewable: bool,
     now: NaiveDateTime,
 ) -> Step {
     let (Some(term_start), Some(term_end)) = (s.term_start, s.term_end) else {
         return Step::Nothing;
     };
+    // Cancelled during a trial: it ends with the trial, before its term would.
+    if let Some(cancel_at) = s.cancel_at.filter(|&at| at < term_end && at <= now) {
+        return Step::End {
+            status: "cancelled",
+            at: cancel_at,
+        };
+    }
     let anchor = s.billing_anchor.unwrap_or(term_start);
     let interval = Interval::parse(&snapshot.billing_interval).unwrap_or(Interval::OneTime);
     let term_months = snapshot.term_months.max(1) as u32;
     if now >= term_end {
-        if s.auto_renew && offer_active && s.cancel_at.is_none() {
+        if s.auto_renew && renewable && s.cancel_at.is_none() {
             let (start, end) = periods::next_term(anchor, term_months, term_end);
             let (_, period_end) = periods::period_containing(anchor, interval, term_months, start)
                 .unwrap_or((start, end));
@@ -193,12 +202,13 @@ fn advance(
         }
         let snapshot = PriceSnapshot::parse(s.prices.as_deref())
             .ok_or(Error::internal("active subscription without prices"))?;
-        let offer_active = offers::table
-            .find(&s.offer_id)
-            .select(offers::state)
-            .first::<String>(conn)?
-            == "active";
-        match next_step(&s, &snapshot, offer_active, now) {
+        let (offer_state, listing_state) = offers::table
+            .inner_join(listings::table)
+            .filter(offers::id.eq(&s.offer_id))
+            .select((offers::state, listings::state))
+            .first::<(String, String)>(conn)?;
+        let renewable = offer_state == "active" && listing_state != "archived";
+        match next_step(&s, &snapshot, renewable, now) {
             Step::Nothing => return Ok(()),
             Step::NextPeriod { start, end } => {
                 diesel::update(subscriptions::table.find(id))

@@ -544,7 +544,9 @@ pub fn cancel(
                 let in_trial = s.trial_end.is_some_and(|t| now < t);
                 let end = if in_trial { s.trial_end } else { s.term_end };
                 s.auto_renew = false;
-                s.cancel_at = end;
+                // Cancelling again never moves an earlier end later (a cancellation made
+                // during the trial stays at the trial's end).
+                s.cancel_at = earliest(s.cancel_at, end);
                 if let (true, Some(end)) = (in_trial, end) {
                     diesel::update(grants::table.filter(grants::subscription_id.eq(&s.id)))
                         .set(grants::valid_until.eq(end))
@@ -605,7 +607,11 @@ pub fn update(
             ));
         }
         s.auto_renew = auto_renew;
-        s.cancel_at = if auto_renew { None } else { s.term_end };
+        s.cancel_at = if auto_renew {
+            None
+        } else {
+            earliest(s.cancel_at, s.term_end)
+        };
         s.updated_at = db_time(clock.now());
         save(conn, &s)?;
         audit::record(
@@ -621,6 +627,14 @@ pub fn update(
         )?;
         view(conn, s)
     })
+}
+
+/// The earlier of two optional instants (either, when only one is set).
+fn earliest(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The listing a subscription is for (its datasets are what the grant covers).
