@@ -553,8 +553,9 @@ pub mod claim {
     use crate::schema::subscriptions;
     use crate::DbConnection;
 
-    /// Ids of subscriptions in `status` whose `term_end` (or, for pending requests,
-    /// `request_expires_at`) has passed, oldest first. Call inside a transaction.
+    /// Ids of subscriptions in `status` whose `term_end`, current period's end or
+    /// `cancel_at` (a cancellation during a trial) has passed, or for pending requests
+    /// `request_expires_at`, oldest first. Call inside a transaction.
     pub fn due_subscriptions(
         conn: &mut DbConnection,
         status: &str,

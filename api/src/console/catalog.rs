@@ -420,5 +420,11 @@ pub async fn download(state: State, posted: Posted, id: Id) -> Reply {
             )
         })
         .await?;
-    Ok(see_other(&url.url))
+    // Its path and query only: the same server answers, and a form's redirect to another
+    // origin (the browser's differing from the configured public URL) would break the
+    // policy's `form-action 'self'`.
+    let same_origin = reqwest::Url::parse(&url.url)
+        .map(|u| format!("{}?{}", u.path(), u.query().unwrap_or_default()))
+        .unwrap_or(url.url);
+    Ok(see_other(&same_origin))
 }

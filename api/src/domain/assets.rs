@@ -310,8 +310,9 @@ impl From<Denial> for Error {
 
 /// The one rule for reading an asset's bytes, run at the moment of every read (header or
 /// signed URL): the provider always may; any other organization gets 404 unless it can see
-/// the listing (and the revision is not open), then 403 unless the revision is not revoked
-/// and it holds a live grant covering the asset now.
+/// the listing or holds a live grant on it (an archived listing, or one no longer shared
+/// with it) and the revision is not open, then 403 unless the revision is not revoked and
+/// it holds a live grant covering the asset now.
 pub fn authorize_read(
     conn: &mut DbConnection,
     clock: &dyn Clock,

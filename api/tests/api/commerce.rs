@@ -622,3 +622,49 @@ fn concurrent_overlapping_batches_give_exact_totals() {
     let usage = app.get(&format!("/v1/subscriptions/{sid}/usage"), Some(&b.token));
     assert_eq!(usage.json["data"][0]["quantity"], 850);
 }
+
+#[test]
+fn a_request_for_an_offer_archived_since_cannot_be_approved() {
+    let app = TestApp::spawn();
+    let (p, b, c) = (app.signup(), app.signup(), app.signup());
+    let (lid, offers) = market(
+        &app,
+        &p,
+        &[
+            offer("Approval", json!({"requires_approval": true})),
+            offer("Other", json!({"requires_approval": true})),
+        ],
+    );
+    let request = |who: &User, offer: &str| {
+        let r = subscribe(&app, who, offer);
+        assert_eq!(r.json["status"], "pending_approval", "{}", r.text);
+        r.json["id"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (request(&b, &offers[0]), request(&c, &offers[1]));
+    app.post(
+        &format!("/v1/offers/{}/archive", offers[0]),
+        Some(&p.token),
+        json!({}),
+    );
+    let approve = |sid: &str| {
+        app.post(
+            &format!("/v1/subscriptions/{sid}/approve"),
+            Some(&p.token),
+            json!({}),
+        )
+    };
+    assert_eq!(approve(&first).problem(409), "offer_archived");
+    app.post(
+        &format!("/v1/listings/{lid}/archive"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(approve(&second).problem(409), "listing_not_published");
+    assert!(
+        app.get("/v1/grants", Some(&b.token)).json["data"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no grant was made"
+    );
+}

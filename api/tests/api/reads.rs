@@ -266,6 +266,21 @@ fn an_archived_listing_serves_its_subscribers_to_the_end_of_their_term_without_r
         json!({}),
     );
     assert_eq!(url.status, 200, "{}", url.text);
+    let signed = reqwest::blocking::get(url.json["url"].as_str().unwrap()).unwrap();
+    assert_eq!(signed.status().as_u16(), 200, "the signed URL reads too");
+    // The subscriber still finds the listing, its datasets and their revisions.
+    let listing = app.get(&format!("/v1/listings/{}", s.listing), Some(&b.token));
+    assert_eq!(listing.json["state"], "archived", "{}", listing.text);
+    let datasets = app.get(
+        &format!("/v1/listings/{}/datasets", s.listing),
+        Some(&b.token),
+    );
+    assert_eq!(datasets.status, 200, "{}", datasets.text);
+    assert_eq!(
+        app.get(&format!("/v1/listings/{}", s.listing), Some(&x.token))
+            .status,
+        404
+    );
     assert_eq!(
         app.get(&format!("/v1/assets/{}/content", s.asset), Some(&x.token))
             .problem(404),

@@ -7,7 +7,7 @@ pub mod pages;
 
 use diesel::prelude::*;
 use schema::models::Listing;
-use schema::schema::{listing_access, listings, organizations};
+use schema::schema::{listing_access, listings, organizations, subscriptions};
 use schema::DbConnection;
 
 use super::auth::{Caller, Capability};
@@ -53,8 +53,26 @@ pub fn readable_listing(
         .optional()?;
     match listing {
         Some(l) if can_see(conn, reader_org, &l)? => Ok(l),
+        // Archived, or no longer shared with the reader: a subscriber whose subscription
+        // runs its course still finds the listing and its data (reads still need a live
+        // grant).
+        Some(l) if subscribed(conn, reader_org, &l.id)? => Ok(l),
         _ => Err(Error::NotFound("listing")),
     }
+}
+
+/// Whether the reader's organization holds an active subscription to the listing.
+fn subscribed(conn: &mut DbConnection, reader_org: Option<&str>, listing_id: &str) -> Result<bool> {
+    let Some(org) = reader_org else {
+        return Ok(false);
+    };
+    let active = subscriptions::table
+        .filter(subscriptions::organization_id.eq(org))
+        .filter(subscriptions::listing_id.eq(listing_id))
+        .filter(subscriptions::status.eq("active"))
+        .count()
+        .get_result::<i64>(conn)?;
+    Ok(active > 0)
 }
 
 /// The caller's own listing, for changes: 404 if they cannot see it, 403 if it is another

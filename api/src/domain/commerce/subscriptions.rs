@@ -453,6 +453,23 @@ fn decide(
                 .find(&s.offer_id)
                 .select(Offer::as_select())
                 .first(conn)?;
+            // Approving starts a subscription: what archiving promised (no new ones) holds.
+            if offer.state != "active" {
+                return Err(Error::conflict(
+                    "offer_archived",
+                    "this offer is archived and takes no new subscriptions",
+                ));
+            }
+            let listing_state: String = listings::table
+                .find(&s.listing_id)
+                .select(listings::state)
+                .first(conn)?;
+            if listing_state != "published" {
+                return Err(Error::conflict(
+                    "listing_not_published",
+                    "this listing is not published",
+                ));
+            }
             activate(conn, &mut s, &offer, now)?;
         } else {
             s.status = "rejected".into();
