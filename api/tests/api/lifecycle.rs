@@ -196,6 +196,41 @@ fn subscribers_hear_a_week_before_the_term_ends_once() {
 }
 
 #[test]
+fn the_reminder_of_an_archived_listings_subscription_says_it_ends() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let (sid, _) = subscription(&app, &p, &b, json!({}));
+    let s = app
+        .get(&format!("/v1/subscriptions/{sid}"), Some(&b.token))
+        .json;
+    assert_eq!(s["auto_renew"], true, "{s}");
+    let listing = s["listing_id"].as_str().unwrap();
+    let r = app.post(
+        &format!("/v1/listings/{listing}/archive"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    app.clock.advance(Duration::days(25));
+    assert_eq!(run(&app).reminders, 1);
+    app.deliver_outbox();
+    let subjects: Vec<String> = std::fs::read_dir(app.data_dir().join("mail"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        subjects.iter().any(|l| l.contains("ends on"))
+            && !subjects.iter().any(|l| l.contains("renews on")),
+        "{subjects:?}"
+    );
+}
+
+#[test]
 fn a_subscription_cancelled_in_its_trial_ends_with_the_trial_however_often_cancelled() {
     let app = TestApp::spawn();
     let (p, b) = (app.signup(), app.signup());

@@ -958,8 +958,8 @@ fn the_term_ending_reminder_is_sent_once_per_term() {
         .first(&mut conn)
         .unwrap();
     let clock = app.clock.clone();
-    assert!(api::domain::outbox::notify_term_ending(&mut conn, &clock, &s).unwrap());
-    assert!(!api::domain::outbox::notify_term_ending(&mut conn, &clock, &s).unwrap());
+    assert!(api::domain::outbox::notify_term_ending(&mut conn, &clock, &s, true).unwrap());
+    assert!(!api::domain::outbox::notify_term_ending(&mut conn, &clock, &s, true).unwrap());
     app.deliver_outbox();
     let reminders = mails_to(&app, &b.email);
     assert_eq!(reminders.len(), 1);

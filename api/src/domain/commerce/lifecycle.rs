@@ -126,6 +126,17 @@ const REMINDER_DAYS: i64 = 7;
 
 /// Tells subscribers whose term ends within 7 days, once per term (the outbox dedupes too,
 /// by an event id made of the subscription and its term end).
+/// Whether a subscription may renew at all: its offer is active and its listing not
+/// archived (archiving either lets existing subscriptions run their course, no further).
+fn renewable(conn: &mut DbConnection, s: &Subscription) -> Result<bool> {
+    let (offer_state, listing_state) = offers::table
+        .inner_join(listings::table)
+        .filter(offers::id.eq(&s.offer_id))
+        .select((offers::state, listings::state))
+        .first::<(String, String)>(conn)?;
+    Ok(offer_state == "active" && listing_state != "archived")
+}
+
 fn remind_term_ending(conn: &mut DbConnection, clock: &dyn Clock) -> Result<usize> {
     let now = db_time(clock.now());
     let due: Vec<Subscription> = subscriptions::table
@@ -144,7 +155,8 @@ fn remind_term_ending(conn: &mut DbConnection, clock: &dyn Clock) -> Result<usiz
         .load(conn)?;
     let mut sent = 0;
     for s in &due {
-        if crate::domain::outbox::notify_term_ending(conn, clock, s)? {
+        let renews = s.auto_renew && s.cancel_at.is_none() && renewable(conn, s)?;
+        if crate::domain::outbox::notify_term_ending(conn, clock, s, renews)? {
             sent += 1;
         }
         diesel::update(subscriptions::table.find(&s.id))
@@ -202,12 +214,7 @@ fn advance(
         }
         let snapshot = PriceSnapshot::parse(s.prices.as_deref())
             .ok_or(Error::internal("active subscription without prices"))?;
-        let (offer_state, listing_state) = offers::table
-            .inner_join(listings::table)
-            .filter(offers::id.eq(&s.offer_id))
-            .select((offers::state, listings::state))
-            .first::<(String, String)>(conn)?;
-        let renewable = offer_state == "active" && listing_state != "archived";
+        let renewable = renewable(conn, &s)?;
         match next_step(&s, &snapshot, renewable, now) {
             Step::Nothing => return Ok(()),
             Step::NextPeriod { start, end } => {

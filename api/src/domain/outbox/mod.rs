@@ -393,11 +393,12 @@ pub fn subscription_decided(
 /// `subscription.term_ending`: the subscriber's people learn that the term ends (or renews)
 /// soon; the lifecycle worker calls this 7 days before `term_end`. Sent once per term: the
 /// event id derives from the subscription and its term end, and a second call for the same
-/// term enqueues nothing and returns `false`.
+/// term enqueues nothing and returns `false`. `renews`: whether the worker will renew it.
 pub fn notify_term_ending(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     s: &Subscription,
+    renews: bool,
 ) -> Result<bool> {
     let Some(term_end) = s.term_end else {
         return Ok(false);
@@ -419,7 +420,6 @@ pub fn notify_term_ending(
         return Ok(false);
     }
     let f = subscription_facts(conn, s)?;
-    let renews = s.auto_renew && s.cancel_at.is_none();
     let (subject, first) = if renews {
         (
             format!(
