@@ -228,6 +228,17 @@ fn the_reminder_of_an_archived_listings_subscription_says_it_ends() {
             && !subjects.iter().any(|l| l.contains("renews on")),
         "{subjects:?}"
     );
+    // Nor can the subscriber ask for a renewal that will not come.
+    let b = app.again(&b);
+    let renew = |on: bool| {
+        app.patch(
+            &format!("/v1/subscriptions/{sid}"),
+            Some(&b.token),
+            json!({"auto_renew": on}),
+        )
+    };
+    assert_eq!(renew(true).problem(409), "not_renewable");
+    assert_eq!(renew(false).status, 200);
 }
 
 #[test]

@@ -128,7 +128,7 @@ const REMINDER_DAYS: i64 = 7;
 /// by an event id made of the subscription and its term end).
 /// Whether a subscription may renew at all: its offer is active and its listing not
 /// archived (archiving either lets existing subscriptions run their course, no further).
-fn renewable(conn: &mut DbConnection, s: &Subscription) -> Result<bool> {
+pub(crate) fn renewable(conn: &mut DbConnection, s: &Subscription) -> Result<bool> {
     let (offer_state, listing_state) = offers::table
         .inner_join(listings::table)
         .filter(offers::id.eq(&s.offer_id))

@@ -623,6 +623,12 @@ pub fn update(
                 "a subscription cancelled during its trial ends with it",
             ));
         }
+        if auto_renew && !super::lifecycle::renewable(conn, &s)? {
+            return Err(Error::conflict(
+                "not_renewable",
+                "its offer or listing is archived: the subscription runs to its term's end",
+            ));
+        }
         s.auto_renew = auto_renew;
         s.cancel_at = if auto_renew {
             None
