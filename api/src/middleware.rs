@@ -1,6 +1,7 @@
 //! Cross-cutting request handling: request ids, logs and metrics; panics caught; every error
 //! a problem document; idempotency keys on POST.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -207,7 +208,7 @@ pub async fn idempotency(
     let mut hasher = Sha256::new();
     hasher.update(target.as_bytes());
     hasher.update([0]);
-    hasher.update(&body);
+    hasher.update(canonical_body(&body));
     let request_hash = hex::encode(hasher.finalize());
     let req = ServiceRequest::from_parts(http_request, Payload::from(Bytes::from(body)));
     if too_large {
@@ -279,6 +280,19 @@ pub async fn idempotency(
     ))
 }
 
+/// The body as an idempotency key's request hash reads it: JSON in one spelling (keys sorted,
+/// no spaces; no body at all as `{}`, as handlers read it), so a retry that serializes the
+/// same request again matches; anything else as its bytes.
+fn canonical_body(body: &[u8]) -> Cow<'_, [u8]> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Cow::Borrowed(b"{}");
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => serde_json::to_vec(&value).map_or(Cow::Borrowed(body), Cow::Owned),
+        Err(_) => Cow::Borrowed(body),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::middleware::from_fn;
@@ -317,5 +331,19 @@ mod tests {
             text.contains("internal_error") && !text.contains("a bug in a handler"),
             "{text}"
         );
+    }
+
+    #[actix_web::test]
+    async fn one_request_spelled_two_ways_hashes_alike() {
+        let a = canonical_body(br#"{"b": [1, {"d": null, "c": "x"}], "a": true}"#);
+        let b = canonical_body(b"{\"a\":true,\n \"b\":[1,{\"c\":\"x\",\"d\":null}]}");
+        assert_eq!(a, b);
+        assert_eq!(&*a, br#"{"a":true,"b":[1,{"c":"x","d":null}]}"#);
+        assert_ne!(
+            canonical_body(br#"{"a":1}"#),
+            canonical_body(br#"{"a":"1"}"#)
+        );
+        assert_eq!(canonical_body(b""), canonical_body(b" {} "));
+        assert_eq!(&*canonical_body(b"{not json"), b"{not json");
     }
 }

@@ -356,14 +356,26 @@ impl TestApp {
     }
 
     pub fn raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let res = self
-            .http
-            .request(method, format!("{}{}", self.base, path))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .expect("request sent");
-        reply(res)
+        self.raw_as(method, path, None, &[("content-type", content_type)], body)
+    }
+
+    /// Bytes as they are (not a `Value` serialized), with a token and headers.
+    pub fn raw_as(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.body(body).send().expect("request sent"))
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Reply {

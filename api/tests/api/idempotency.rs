@@ -84,6 +84,57 @@ fn twenty_concurrent_retries_add_one_member_and_replay_the_first_answer() {
 }
 
 #[test]
+fn a_retry_that_spells_the_same_json_otherwise_is_replayed() {
+    let app = TestApp::spawn();
+    let ada = app.signup();
+    let post = |body: &str, key: &str| {
+        app.raw_as(
+            Method::POST,
+            "/v1/organization/members",
+            Some(&ada.token),
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", key),
+            ],
+            body.as_bytes().to_vec(),
+        )
+    };
+    let first = post(
+        &format!(
+            r#"{{"email":"spelled@example.com","name":"S","password":"{PASSWORD}","role":"member"}}"#
+        ),
+        "k-spelled",
+    );
+    assert_eq!(first.status, 201, "{}", first.text);
+    // Keys in another order, with spaces and a line break: the same request.
+    let again = post(
+        &format!(
+            "{{ \"role\": \"member\",\n  \"password\": \"{PASSWORD}\", \"name\": \"S\", \"email\": \"spelled@example.com\" }}"
+        ),
+        "k-spelled",
+    );
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.text, first.text);
+    // A value that differs is another request.
+    let other = post(
+        &format!(
+            r#"{{"email":"spelled@example.com","name":"T","password":"{PASSWORD}","role":"member"}}"#
+        ),
+        "k-spelled",
+    );
+    assert_eq!(other.problem(422), "idempotency_key_reused");
+    let members = app.all_pages("/v1/organization/members", &ada.token, 200);
+    assert_eq!(
+        members
+            .iter()
+            .filter(|m| m["email"] == "spelled@example.com")
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn keys_belong_to_their_caller_and_failures_release_them() {
     let app = TestApp::spawn();
     let ada = app.signup();

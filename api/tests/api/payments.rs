@@ -606,6 +606,75 @@ fn stripe_collects_each_invoice_once_across_retries() {
 }
 
 #[test]
+fn an_open_invoice_credited_to_nothing_is_paid_and_never_collected() {
+    let mock = MockStripe::start();
+    let app = TestApp::builder()
+        .payments(settings(&mock.base, &[]))
+        .spawn();
+    let stripe = Stripe::new(KEY, &mock.base).unwrap();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
+    let offer = shop(&app, &p).offer;
+    subscribe(&app, &b, &offer);
+    let inv = open_invoice(&app, &fin, &b, "2026-11");
+    let id = inv["id"].as_str().unwrap();
+    let credit = |lines: Value| {
+        app.post(
+            &format!("/v1/invoices/{id}/credit-notes"),
+            Some(&fin.token),
+            json!({"reason": "Outage", "lines": lines}),
+        )
+    };
+
+    // A part credited: still open, the rest due.
+    let first_line = inv["lines"][0]["id"].as_str().unwrap();
+    let part = credit(json!([{"invoice_line_id": first_line, "amount": 100}]));
+    assert_eq!(part.status, 201, "{}", part.text);
+    let now = invoice(&app, &fin, id);
+    assert_eq!(now["status"], "open");
+    let due = now["amount_due"]["amount"].as_i64().unwrap();
+    assert!(due > 0, "{now}");
+
+    // What every line has left: nothing is due, so the invoice is settled, with no payment.
+    let rest: Vec<Value> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let left = l["amount"]["amount"].as_i64().unwrap()
+                - if l["id"] == first_line { 100 } else { 0 };
+            json!({"invoice_line_id": l["id"], "amount": left})
+        })
+        .filter(|l| l["amount"].as_i64() > Some(0))
+        .collect();
+    let all = credit(Value::Array(rest));
+    assert_eq!(all.status, 201, "{}", all.text);
+    let now = invoice(&app, &fin, id);
+    assert_eq!(now["status"], "paid", "{now}");
+    assert_eq!(now["amount_due"]["amount"], 0);
+    assert_eq!(now["amount_paid"]["amount"], 0);
+    assert_eq!(now["amount_credited"], now["total"]);
+    assert!(now["paid_at"].is_string(), "{now}");
+    assert_eq!(now["payments"], json!([]));
+
+    // Nothing is left to pay, void or collect.
+    let pay = app.post(
+        &format!("/v1/invoices/{id}/pay"),
+        Some(&fin.token),
+        json!({"method": "manual", "reference": "wire 8"}),
+    );
+    assert_eq!(pay.status, 409, "{}", pay.text);
+    let void = app.post(
+        &format!("/v1/invoices/{id}/void"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(void.status, 409, "{}", void.text);
+    assert_eq!(collect(&app, &stripe).cancelled, 1);
+    assert_eq!(mock.payment_intents_created(), 0);
+}
+
+#[test]
 fn stripe_webhooks_are_verified_and_applied_once() {
     // Two secrets: the old one and the one rotated in.
     let app = TestApp::builder()

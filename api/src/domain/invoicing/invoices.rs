@@ -745,16 +745,36 @@ pub(super) fn issue_credit_note(
             })
             .execute(conn)?;
     }
+    let credited = Invoice {
+        amount_credited: invoice.amount_credited + subtotal,
+        tax_credited: invoice.tax_credited + tax,
+        ..invoice.clone()
+    };
+    // An open invoice credited to nothing is settled: paid, with no payment, as one whose
+    // total is 0 is at finalization (so it leaves the list of what customers owe).
+    let settled = invoice.status == "open" && amount_due(&credited) == 0;
     diesel::update(invoices::table.find(&invoice.id))
         .set((
-            invoices::amount_credited.eq(invoice.amount_credited + subtotal),
-            invoices::tax_credited.eq(invoice.tax_credited + tax),
+            invoices::amount_credited.eq(credited.amount_credited),
+            invoices::tax_credited.eq(credited.tax_credited),
             invoices::updated_at.eq(now),
         ))
         .execute(conn)?;
+    if settled {
+        diesel::update(invoices::table.find(&invoice.id))
+            .set((
+                invoices::status.eq("paid"),
+                invoices::paid_at.eq(now),
+                invoices::payment_failure.eq(None::<String>),
+            ))
+            .execute(conn)?;
+    }
     // A credit that leaves nothing due settles an overdue invoice.
     super::grace::settle(conn, clock, &invoice.id)?;
     super::notices::credit_note_issued(conn, clock, &note)?;
+    if settled {
+        super::notices::paid(conn, clock, &invoice.id)?;
+    }
     Ok(note)
 }
 
