@@ -4,7 +4,7 @@
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
 
-use crate::money::MoneyError;
+use crate::money::{MoneyError, MAX_LINE_AMOUNT};
 use crate::periods::{self, Interval};
 use crate::pricing::UsagePrice;
 use crate::rating::{self, TierUsage};
@@ -20,7 +20,8 @@ impl Month {
     pub fn parse(raw: &str) -> Result<Month, String> {
         let bad = || "must be a month, YYYY-MM".to_string();
         let (y, m) = raw.split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 {
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if y.len() != 4 || m.len() != 2 || !digits(y) || !digits(m) {
             return Err(bad());
         }
         let (year, month) = (
@@ -163,6 +164,9 @@ pub fn recurring(terms: &Terms, month: Month) -> Vec<Charge> {
 /// The usage of one metric in `month`, rated at once (so batching and order cannot matter).
 pub fn usage(price: &UsagePrice, month: Month, quantity: i64) -> Result<Charge, MoneyError> {
     let rated = rating::rate(price, quantity)?;
+    if rated.amount > MAX_LINE_AMOUNT {
+        return Err(MoneyError::LineTooLarge);
+    }
     Ok(Charge {
         key: format!("usage:{}:{month}", price.metric),
         source: Source::Usage,
@@ -183,6 +187,21 @@ pub fn late(charge: &Charge, already_billed: i64) -> Option<Charge> {
         key: format!("late:{}", charge.key),
         description: format!("{} (late charge)", charge.description),
         amount: difference,
+        ..charge.clone()
+    })
+}
+
+/// What is left of a charge of this period when `already_billed` of it is on other invoices
+/// (late lines of later months, after this month's invoice was voided); `None` when nothing
+/// is left.
+pub fn unbilled_part(charge: &Charge, already_billed: i64) -> Option<Charge> {
+    if already_billed == 0 {
+        return Some(charge.clone());
+    }
+    let rest = charge.amount - already_billed;
+    (rest > 0).then(|| Charge {
+        description: format!("{} (less what later invoices billed)", charge.description),
+        amount: rest,
         ..charge.clone()
     })
 }
@@ -214,7 +233,9 @@ mod tests {
     #[test]
     fn months_parse_strictly() {
         assert_eq!(Month::parse("2026-11").unwrap().to_string(), "2026-11");
-        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "", "2026-00"] {
+        for bad in [
+            "2026-13", "2026-1", "26-11", "2026/11", "", "2026-00", "2026-+1", "+026-01",
+        ] {
             assert!(Month::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -268,6 +289,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_usage_line_beyond_the_largest_amount_is_refused() {
+        let price = UsagePrice {
+            metric: "rows".into(),
+            model: UsageModel::PerUnit,
+            unit_amount: Some(Decimal::from(1_000_000_000_000i64)),
+            tiers: Vec::new(),
+        };
+        let month = Month::parse("2026-11").unwrap();
+        assert_eq!(usage(&price, month, 1_000).unwrap().amount, MAX_LINE_AMOUNT);
+        assert_eq!(usage(&price, month, 1_001), Err(MoneyError::LineTooLarge));
+    }
+
     proptest! {
         #[test]
         fn rating_ignores_order_and_batching(batches in prop::collection::vec(prop::collection::vec(0i64..50, 0..20), 0..10)) {
@@ -276,6 +310,15 @@ mod tests {
             let mut reversed: Vec<i64> = batches.iter().flatten().copied().collect();
             reversed.reverse();
             prop_assert_eq!(usage(&graduated(), month, total).unwrap(), usage(&graduated(), month, reversed.iter().sum()).unwrap());
+        }
+
+        #[test]
+        fn what_later_invoices_billed_plus_the_unbilled_part_is_the_whole(first in 0i64..500, later in 0i64..500) {
+            let month = Month::parse("2026-11").unwrap();
+            let billed_late = usage(&graduated(), month, first).unwrap().amount;
+            let whole = usage(&graduated(), month, first + later).unwrap();
+            let rest = unbilled_part(&whole, billed_late).map(|c| c.amount).unwrap_or(0);
+            prop_assert_eq!(billed_late + rest, whole.amount);
         }
 
         #[test]

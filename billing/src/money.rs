@@ -8,9 +8,16 @@ use crate::currency::CurrencyCode;
 pub enum MoneyError {
     #[error("amount overflows 64-bit minor units")]
     Overflow,
+    #[error("amount exceeds the largest a line may carry ({MAX_LINE_AMOUNT} minor units)")]
+    LineTooLarge,
     #[error("currencies differ: {0} and {1}")]
     CurrencyMismatch(&'static str, &'static str),
 }
+
+/// The largest amount one invoice line may carry, minor units (10 trillion dollars): far
+/// above any real charge, and far enough below `i64::MAX` that the sums of a period's
+/// lines in reports and invoices stay exact.
+pub const MAX_LINE_AMOUNT: i64 = 1_000_000_000_000_000;
 
 /// An amount in minor units (cents; yen for JPY) of one currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

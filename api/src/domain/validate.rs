@@ -1,5 +1,7 @@
 //! Parse, don't validate: request values become checked domain types here.
 
+use super::FieldError;
+
 /// A syntactically valid e-mail address, lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -77,6 +79,32 @@ pub fn text(raw: &str, max: usize) -> Result<String, String> {
     } else {
         Ok(s.to_string())
     }
+}
+
+/// The field a serde error names (a missing field by its own path), with its message.
+pub fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
+    // serde appends " at line L column C"; the field path says where already.
+    let full = error.to_string();
+    let message = full.split(" at line ").next().unwrap_or(&full).to_string();
+    let parent = if path == "." { "" } else { path };
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        let field = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        };
+        return FieldError::new(field, "is required");
+    }
+    let field = if parent.is_empty() {
+        "body".to_string()
+    } else {
+        parent.to_string()
+    };
+    FieldError::new(field, message)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::domain::auth::Caller;
 use crate::domain::pagination::PageRequest;
 use crate::domain::secrets;
 use crate::domain::tokens::{API_KEY_PREFIX, JWT_PURPOSE};
-use crate::domain::validate::{integral_numbers, may_hold_nul, replace_nul};
+use crate::domain::validate::{field_error, integral_numbers, may_hold_nul, replace_nul};
 use crate::domain::{Error, FieldError};
 use crate::state::State;
 
@@ -351,31 +351,6 @@ fn swap_at(
 enum Step {
     Key(String),
     Index(usize),
-}
-
-fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
-    // serde appends " at line L column C"; the field path says where already.
-    let full = error.to_string();
-    let message = full.split(" at line ").next().unwrap_or(&full).to_string();
-    let parent = if path == "." { "" } else { path };
-    // A missing field is reported at its parent; name the field itself.
-    if let Some(name) = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.strip_suffix('`'))
-    {
-        let field = if parent.is_empty() {
-            name.to_string()
-        } else {
-            format!("{parent}.{name}")
-        };
-        return FieldError::new(field, "is required");
-    }
-    let field = if parent.is_empty() {
-        "body".to_string()
-    } else {
-        parent.to_string()
-    };
-    FieldError::new(field, message)
 }
 
 /// The authenticated caller (access token or API key), or 401.

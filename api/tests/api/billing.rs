@@ -515,6 +515,182 @@ fn cancelling_during_a_trial_bills_nothing() {
 }
 
 #[test]
+fn a_trial_cancelled_after_its_first_period_was_invoiced_is_credited_by_the_next_run() {
+    let app = TestApp::spawn();
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    app.clock.set(at(2026, 3, 1));
+    let s = subscribe(&app, &b, &offer(&app, &p, json!({"trial_days": 7})));
+    run(&app, &fin, "2026-03");
+    let march = invoices(&app, &fin, "period=2026-03");
+    let id = march[0]["id"].as_str().unwrap().to_string();
+    let f = app.post(
+        &format!("/v1/invoices/{id}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(
+        amount(&f.json["total"]),
+        50000,
+        "the period after the trial: {}",
+        f.text
+    );
+    // Cancelled in the trial: the period billed in advance will never start.
+    app.clock.set(at(2026, 3, 3));
+    let (fin, b) = (app.again(&fin), app.again(&b));
+    let c = app.post(
+        &format!("/v1/subscriptions/{s}/cancel"),
+        Some(&b.token),
+        json!({}),
+    );
+    assert_eq!(c.status, 200, "{}", c.text);
+    app.clock.set(at(2026, 4, 2));
+    let fin = app.again(&fin);
+    run(&app, &fin, "2026-04");
+    run(&app, &fin, "2026-04");
+    let march = invoice(&app, &fin, &id);
+    let notes = march["credit_notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "credited once: {march}");
+    assert_eq!(amount(&notes[0]["total"]), 50000);
+    assert!(
+        notes[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("No longer owed"),
+        "{march}"
+    );
+    assert_eq!(amount(&march["amount_due"]), 0);
+    assert_eq!(march["status"], "paid", "credited to nothing");
+    assert!(invoices(&app, &fin, "period=2026-04").is_empty());
+}
+
+#[test]
+fn a_voided_period_billed_again_keeps_what_a_later_invoice_billed_late() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 1, 5));
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    let per_unit = offer(
+        &app,
+        &p,
+        json!({"recurring_amount": 0, "usage_prices": [{"metric": "queries", "model": "per_unit", "unit_amount_decimal": "10"}]}),
+    );
+    let s = subscribe(&app, &b, &per_unit);
+    app.clock.advance(Duration::seconds(5));
+    usage(&app, &p, &s, "q", 10);
+    let finalize = |fin: &User, period: &str| -> Value {
+        run(&app, fin, period);
+        let found = invoices(&app, fin, &format!("period={period}"));
+        let id = found[0]["id"].as_str().unwrap();
+        let f = app.post(
+            &format!("/v1/invoices/{id}/finalize"),
+            Some(&fin.token),
+            json!({}),
+        );
+        assert_eq!(f.json["status"], "open", "{}", f.text);
+        f.json
+    };
+    let january = finalize(&fin, "2026-01");
+    assert_eq!(amount(&january["total"]), 100);
+    // Ten more January queries arrive after January was finalized: February bills them late.
+    usage(&app, &p, &s, "late", 10);
+    app.clock.set(at(2026, 2, 2));
+    let fin = app.again(&fin);
+    let february = finalize(&fin, "2026-02");
+    let late: Vec<&Value> = february["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["source"] == "late_usage")
+        .collect();
+    assert_eq!(late.len(), 1, "{february}");
+    assert_eq!(amount(&late[0]["amount"]), 100);
+
+    // January voided and billed again: its 20 queries cost 200, of which February holds 100.
+    let jan_id = january["id"].as_str().unwrap();
+    let void = app.post(
+        &format!("/v1/invoices/{jan_id}/void"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(void.status, 200, "{}", void.text);
+    run(&app, &fin, "2026-01");
+    run(&app, &fin, "2026-01");
+    let rebilled: Vec<Value> = invoices(&app, &fin, "period=2026-01&status=draft");
+    assert_eq!(rebilled.len(), 1);
+    let rebilled = invoice(&app, &fin, rebilled[0]["id"].as_str().unwrap());
+    let lines: Vec<&Value> = rebilled["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["source"] == "usage")
+        .collect();
+    assert_eq!(lines.len(), 1, "{rebilled}");
+    assert_eq!(lines[0]["quantity"], 20);
+    assert_eq!(
+        amount(&lines[0]["amount"]),
+        100,
+        "200 rated − 100 billed late in February: {rebilled}"
+    );
+    assert_eq!(amount(&rebilled["total"]), 100);
+}
+
+#[test]
+fn a_run_bills_no_period_after_the_current_term_and_reads_its_period_strictly() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 1, 5));
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    subscribe(&app, &b, &offer(&app, &p, json!({"term_months": 1})));
+    run(&app, &fin, "2026-01");
+    assert_eq!(invoices(&app, &fin, "period=2026-01").len(), 1);
+    // The one-month term ends 2026-02-05 and has not been renewed: nothing to bill after it.
+    for later in ["2026-02", "2026-03", "2999-12"] {
+        let r = run(&app, &fin, later);
+        assert_eq!(r["invoices_created"], 0, "{later}: {r}");
+        assert!(
+            invoices(&app, &fin, &format!("period={later}")).is_empty(),
+            "{later}"
+        );
+    }
+    for bad in ["2026-+1", "+026-01", "2026-1 "] {
+        let r = app.post("/v1/billing-runs", Some(&fin.token), json!({"period": bad}));
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+        assert_eq!(r.fields(), ["period"], "{bad}");
+    }
+}
+
+#[test]
+fn usage_beyond_the_largest_line_is_reported_and_the_reports_still_answer() {
+    let app = TestApp::spawn();
+    app.clock.set(at(2026, 1, 5));
+    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    let huge = offer(
+        &app,
+        &p,
+        json!({"recurring_amount": 0, "usage_prices": [{"metric": "queries", "model": "per_unit", "unit_amount_decimal": "999999999999"}]}),
+    );
+    let s = subscribe(&app, &b, &huge);
+    app.clock.advance(Duration::seconds(5));
+    let ts = app.clock.now_for_tests().to_rfc3339();
+    let r = app.post(
+        "/v1/usage-events",
+        Some(&p.token),
+        json!({"events": [{"id": "big", "subscription_id": s, "metric": "queries", "quantity": 1_000_000, "timestamp": ts}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = run(&app, &fin, "2026-01");
+    let failures = r["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{r}");
+    assert_eq!(failures[0]["customer_id"], b.org_id.as_str());
+    let error = failures[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&s) && error.contains("largest a line may carry"),
+        "{error}"
+    );
+    assert!(invoices(&app, &fin, "period=2026-01").is_empty());
+    let report = app.get("/v1/reports/revenue?period=2026-01", Some(&fin.token));
+    assert_eq!(report.status, 200, "{}", report.text);
+}
+
+#[test]
 fn revenue_takes_each_lines_fee_rate_and_a_credit_the_rate_of_its_line() {
     let app = TestApp::spawn();
     app.clock.set(at(2026, 5, 4));

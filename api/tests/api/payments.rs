@@ -344,6 +344,12 @@ struct Shop {
 }
 
 fn shop(app: &TestApp, p: &User) -> Shop {
+    shop_in(app, p, "USD", 50000)
+}
+
+/// A published listing whose offer charges `recurring_amount` minor units of `currency` a
+/// month, with a finalized revision holding one asset.
+fn shop_in(app: &TestApp, p: &User, currency: &str, recurring_amount: i64) -> Shop {
     let l = app.post(
         "/v1/listings",
         Some(&p.token),
@@ -354,7 +360,7 @@ fn shop(app: &TestApp, p: &User) -> Shop {
     let o = app.post(
         &format!("/v1/listings/{lid}/offers"),
         Some(&p.token),
-        json!({"name": "Pro", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 50000,
+        json!({"name": "Pro", "currency": currency, "billing_interval": "monthly", "recurring_amount": recurring_amount,
                "term_months": 12, "usage_prices": [], "trial_days": 0, "requires_approval": false,
                "auto_renew_default": true}),
     );
@@ -606,6 +612,48 @@ fn stripe_collects_each_invoice_once_across_retries() {
 }
 
 #[test]
+fn collection_charges_what_is_due_at_its_first_try_in_stripes_units() {
+    let mock = MockStripe::start();
+    mock.payment_intent_status("succeeded");
+    let app = TestApp::builder()
+        .payments(settings(&mock.base, &[]))
+        .spawn();
+    let stripe = Stripe::new(KEY, &mock.base).unwrap();
+    app.clock.set(at(2026, 11, 10));
+    let (fin, p, b, c) = (finance(&app), app.signup(), app.signup(), app.signup());
+
+    // A credit note issued before the job first runs lowers what it charges.
+    subscribe(&app, &b, &shop(&app, &p).offer);
+    let usd = open_invoice(&app, &fin, &b, "2026-11");
+    let id = usd["id"].as_str().unwrap();
+    let cn = app.post(
+        &format!("/v1/invoices/{id}/credit-notes"),
+        Some(&fin.token),
+        json!({"reason": "Outage", "lines": [{"invoice_line_id": usd["lines"][0]["id"], "amount": 10000}]}),
+    );
+    assert_eq!(cn.status, 201, "{}", cn.text);
+    assert_eq!(collect(&app, &stripe).submitted, 1);
+    let intents = mock.seen("POST", "/v1/payment_intents");
+    assert_eq!(intents[0].form["amount"], "40000");
+    let paid = invoice(&app, &fin, id);
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["amount_paid"]["amount"], 40000);
+
+    // 1,500.00 ariary are 150000 ISO minor units, and 1500 to Stripe, which counts MGA whole.
+    subscribe(&app, &c, &shop_in(&app, &p, "MGA", 150_000).offer);
+    let mga = open_invoice(&app, &fin, &c, "2026-11");
+    assert_eq!(mga["total"], json!({"amount": 150_000, "currency": "MGA"}));
+    assert_eq!(collect(&app, &stripe).submitted, 1);
+    let intents = mock.seen("POST", "/v1/payment_intents");
+    assert_eq!(intents.len(), 2);
+    assert_eq!(intents[1].form["amount"], "1500");
+    assert_eq!(intents[1].form["currency"], "mga");
+    let paid = invoice(&app, &fin, mga["id"].as_str().unwrap());
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["amount_paid"]["amount"], 150_000);
+}
+
+#[test]
 fn an_open_invoice_credited_to_nothing_is_paid_and_never_collected() {
     let mock = MockStripe::start();
     let app = TestApp::builder()
@@ -731,6 +779,14 @@ fn stripe_webhooks_are_verified_and_applied_once() {
         "invalid_signature"
     );
     unchanged("tampered body");
+
+    // Signed, but JSON that is no event: the missing field is named.
+    let no_id = br#"{"type": "payment_intent.succeeded"}"#;
+    let signed = format!("t={now},v1={}", sign("whsec_new", now, no_id));
+    let r = deliver(&app, no_id, Some(&signed));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.fields(), ["id"]);
+    unchanged("no event id");
 
     // Signed with the second secret (rotation), next to a signature that does not match.
     let good = format!(

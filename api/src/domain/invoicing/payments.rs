@@ -23,7 +23,7 @@ use crate::domain::clock::{db_time, Clock, SharedClock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
 use crate::domain::ids::new_id;
-use crate::domain::validate::{integral_numbers, replace_nul};
+use crate::domain::validate::{field_error, integral_numbers, replace_nul};
 use ::stripe::{PaymentIntent, PaymentIntentStatus};
 
 /// Who the audit trail names for what Stripe did.
@@ -146,6 +146,8 @@ enum Plan {
         number: String,
         organization_name: String,
         customer_id: Option<String>,
+        /// What to charge: the job's amount, or what is due now on a job's first try.
+        amount: i64,
     },
 }
 
@@ -157,7 +159,7 @@ async fn collect(
 ) -> Result<Outcome> {
     let j = job.clone();
     let plan = blocking(pool, move |conn| plan(conn, &j)).await?;
-    let (number, organization_name, stored_customer) = match plan {
+    let (number, organization_name, stored_customer, amount) = match plan {
         Plan::Cancel(why) => {
             let j = job.clone();
             blocking(pool, move |conn| {
@@ -170,7 +172,8 @@ async fn collect(
             number,
             organization_name,
             customer_id,
-        } => (number, organization_name, customer_id),
+            amount,
+        } => (number, organization_name, customer_id, amount),
     };
 
     let customer = match stored_customer {
@@ -206,7 +209,7 @@ async fn collect(
                 idempotency_key: &key,
                 customer_id: &customer.id,
                 payment_method: customer.default_payment_method.as_deref(),
-                amount: job.amount,
+                amount,
                 currency: &job.currency,
                 description: &format!("Invoice {number}"),
                 metadata: HashMap::from([
@@ -325,9 +328,21 @@ fn plan(conn: &mut DbConnection, job: &PaymentJob) -> Result<Plan> {
     if invoice.status != "open" {
         return Ok(Plan::Cancel(format!("the invoice is {}", invoice.status)));
     }
-    if amount_due(&invoice) <= 0 {
+    let due = amount_due(&invoice);
+    if due <= 0 {
         return Ok(Plan::Cancel("nothing is due on the invoice".into()));
     }
+    // A credit note issued since finalization lowers the charge, as long as no earlier try
+    // may have sent the old amount under this attempt's key (Stripe would refuse a key reused
+    // with another amount; the excess of a PaymentIntent made before is owed back).
+    let amount = if job.tries <= 1 && due != job.amount {
+        diesel::update(payment_jobs::table.find(&job.id))
+            .set(payment_jobs::amount.eq(due))
+            .execute(conn)?;
+        due
+    } else {
+        job.amount
+    };
     let organization_name: String = organizations::table
         .find(&invoice.organization_id)
         .select(organizations::name)
@@ -341,6 +356,7 @@ fn plan(conn: &mut DbConnection, job: &PaymentJob) -> Result<Plan> {
         number: invoice.number.unwrap_or_else(|| invoice.id.clone()),
         organization_name,
         customer_id,
+        amount,
     })
 }
 
@@ -488,7 +504,7 @@ struct EventData {
     object: serde_json::Value,
 }
 
-/// The fields of a PaymentIntent that the webhooks use.
+/// The fields of a PaymentIntent that the webhooks use; amounts in Stripe's units.
 #[derive(Debug, Clone, Deserialize)]
 struct PaymentIntentObject {
     id: String,
@@ -500,6 +516,16 @@ struct PaymentIntentObject {
     metadata: HashMap<String, String>,
     #[serde(default)]
     last_payment_error: Option<PaymentError>,
+}
+
+impl PaymentIntentObject {
+    /// An amount of this PaymentIntent in the ISO minor units invoices keep, if it has an
+    /// exact one.
+    fn minor_units(&self, stripe_amount: i64) -> Option<i64> {
+        billing::currency::CurrencyCode::parse(&self.currency.to_ascii_uppercase())
+            .ok()?
+            .from_stripe_amount(stripe_amount)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -530,7 +556,11 @@ pub fn apply_event(conn: &mut DbConnection, clock: &dyn Clock, body: &[u8]) -> R
     let malformed = |e: serde_json::Error| Error::MalformedBody(format!("not a Stripe event: {e}"));
     let mut raw: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
     replace_nul(&mut raw);
-    let event: EventEnvelope = serde_json::from_value(raw).map_err(malformed)?;
+    // JSON of another shape: the field it breaks is named (422), as for any other body.
+    let event: EventEnvelope = serde_path_to_error::deserialize(&raw).map_err(|e| {
+        let path = e.path().to_string();
+        Error::Validation(vec![field_error(&path, &e.into_inner())])
+    })?;
     if event.id.is_empty() || event.id.chars().count() > 255 {
         return Err(Error::validation("id", "must be a Stripe event id"));
     }
@@ -598,7 +628,8 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
         tracing::info!(payment_intent = %pi.id, "succeeded PaymentIntent names no invoice of ours");
         return Ok(false);
     };
-    let received = pi.amount_received.unwrap_or(pi.amount);
+    let stripe_received = pi.amount_received.unwrap_or(pi.amount);
+    let received = pi.minor_units(stripe_received).unwrap_or(0);
     let due = amount_due(&invoice);
     let unapplied = if invoice.status != "open" {
         Some(format!("the invoice is {}", invoice.status))
@@ -606,6 +637,11 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
         Some(format!(
             "paid in {}, invoiced in {}",
             pi.currency.to_uppercase(),
+            invoice.currency
+        ))
+    } else if pi.minor_units(stripe_received).is_none() {
+        Some(format!(
+            "{stripe_received} in Stripe's units of {} has no exact amount in minor units",
             invoice.currency
         ))
     } else if received < due {
@@ -639,6 +675,7 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
             .detail(json!({
                 "payment_intent": pi.id,
                 "amount": received,
+                "stripe_amount": stripe_received,
                 "currency": pi.currency,
                 "reason": why,
             }));
@@ -689,6 +726,9 @@ fn failed(
                 .or_else(|| e.code.clone())
         })
         .unwrap_or_else(|| "the payment failed".into());
+    let attempted = pi
+        .minor_units(pi.amount)
+        .unwrap_or_else(|| amount_due(&invoice));
     let now = db_time(clock.now());
     diesel::insert_into(payments::table)
         .values(Payment {
@@ -697,7 +737,7 @@ fn failed(
             organization_id: invoice.organization_id.clone(),
             method: METHOD.into(),
             reference: pi.id.clone(),
-            amount: pi.amount,
+            amount: attempted,
             status: "failed".into(),
             created_at: now,
         })
@@ -717,7 +757,7 @@ fn failed(
             "invoice.payment_failed",
             &invoice.id,
         )
-        .detail(json!({"payment_intent": pi.id, "amount": pi.amount, "reason": reason})),
+        .detail(json!({"payment_intent": pi.id, "amount": attempted, "reason": reason})),
     )?;
     let source = format!("stripe\n{event_id}");
     super::notices::payment_failed(conn, clock, &source, &invoice.id, &reason)?;

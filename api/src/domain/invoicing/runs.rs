@@ -124,6 +124,7 @@ pub fn bill_period(
         rates: organization_rates(conn)?,
         defaults,
         started_by: started_by.to_string(),
+        billed_later: billed_later(conn, month)?,
     };
     let (mut tally, mut failures) = (Tally::default(), Vec::new());
     let customers: Vec<(&String, &Vec<Subscription>)> = by_customer.iter().collect();
@@ -338,6 +339,9 @@ struct RunInputs {
     defaults: BillingDefaults,
     /// Who started the run, for the credit notes it issues.
     started_by: String,
+    /// Subscriptions with late lines on live invoices of the months after this one: the
+    /// month's invoice was finalized, then voided, so those lines bill part of its charges.
+    billed_later: HashSet<String>,
 }
 
 impl RunInputs {
@@ -412,6 +416,27 @@ fn live_invoices(
         .collect())
 }
 
+/// The subscriptions with late lines on live invoices of the months a run of `month` could
+/// have put them on (see `RunInputs::billed_later`).
+fn billed_later(conn: &mut DbConnection, month: Month) -> Result<HashSet<String>> {
+    let mut periods = Vec::new();
+    let mut later = month;
+    for _ in 0..LATE_LOOKBACK_MONTHS {
+        later = later.next();
+        periods.push(later.to_string());
+    }
+    Ok(invoice_lines::table
+        .inner_join(invoices::table)
+        .filter(invoices::period.eq_any(&periods))
+        .filter(invoices::status.ne("void"))
+        .filter(invoice_lines::charge_key.like("late:%"))
+        .select(invoice_lines::subscription_id)
+        .distinct()
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}
+
 fn organization_rates(conn: &mut DbConnection) -> Result<HashMap<String, Rates>> {
     Ok(organizations::table
         .select((
@@ -440,9 +465,11 @@ fn billable<'a>(
     let snapshot = PriceSnapshot::parse(s.prices.as_deref())?;
     let anchor = s.billing_anchor?;
     let prices: Vec<UsagePrice> = serde_json::from_value(snapshot.usage_prices.clone()).ok()?;
-    // Periods starting at or after the end (or the cancellation's end) are not billed.
+    // Periods starting at or after the end (or the cancellation's end) are not billed, nor
+    // those after the current term: a renewal that has not happened (it may never, with
+    // auto-renew off or the offer archived) is billed once the term is renewed.
     let cut: Option<NaiveDateTime> = match (s.status.as_str(), s.ended_at, s.cancel_at) {
-        ("active", _, cancel_at) => cancel_at,
+        ("active", _, cancel_at) => cancel_at.into_iter().chain(s.term_end).min(),
         (_, ended_at, cancel_at) => ended_at.into_iter().chain(cancel_at).min(),
     };
     let terms = Terms {
@@ -477,7 +504,15 @@ fn charges_for(
             .copied()
             .unwrap_or(0);
         if quantity > 0 {
-            out.push(charges::usage(price, month, quantity).map_err(Error::internal)?);
+            out.push(charges::usage(price, month, quantity).map_err(|e| {
+                Error::conflict(
+                    "unbillable_usage",
+                    format!(
+                        "subscription {}: {} units of {} in {month}: {e}",
+                        b.sub.id, quantity, price.metric
+                    ),
+                )
+            })?);
         }
     }
     Ok(out)
@@ -514,10 +549,21 @@ fn build_customer(
         if existing.as_ref().is_some_and(|i| i.status != "draft") {
             continue; // final: this period's charges go on a later draft, as late charges
         }
+        let draft_id = existing.as_ref().map(|d| d.id.as_str());
         let mut lines: Vec<(String, Charge)> = Vec::new();
         for b in &group {
             for c in charges_for(b, month, &inputs.usage)? {
-                lines.push((b.sub.id.clone(), c));
+                if !inputs.billed_later.contains(&b.sub.id) {
+                    lines.push((b.sub.id.clone(), c));
+                    continue;
+                }
+                // Billed again after a void: what later invoices billed for it late stays
+                // billed there, and this line bills the rest.
+                let billed = billed_lines(conn, &b.sub.id, &c.key, draft_id)?;
+                let net: i64 = billed.iter().map(Billed::net).sum();
+                if let Some(rest) = charges::unbilled_part(&c, net) {
+                    lines.push((b.sub.id.clone(), rest));
+                }
             }
         }
         lines.extend(late_charges(
@@ -596,7 +642,9 @@ fn late_charges(
         let subs: Vec<&Subscription> = group.iter().map(|b| b.sub).collect();
         let usage = usage_totals(conn, earlier, &subs)?;
         for b in group {
-            for charge in charges_for(b, earlier, &usage)? {
+            let rated = charges_for(b, earlier, &usage)?;
+            credit_no_longer_owed(conn, clock, inputs, &invoice, b, &rated, draft)?;
+            for charge in rated {
                 let billed =
                     billed_lines(conn, &b.sub.id, &charge.key, draft.map(|d| d.id.as_str()))?;
                 let net: i64 = billed.iter().map(Billed::net).sum();
@@ -620,6 +668,46 @@ fn late_charges(
         }
     }
     Ok(out)
+}
+
+/// Credits what the final `invoice` billed `b` for charges the period no longer rates
+/// (`rated`): a period billed in advance that will never start (cancelled in its trial, or
+/// the subscription ended before it), so the run takes it back, as a credit note.
+fn credit_no_longer_owed(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    inputs: &RunInputs,
+    invoice: &Invoice,
+    b: &Billable<'_>,
+    rated: &[Charge],
+    draft: Option<&Invoice>,
+) -> Result<()> {
+    let billed: Vec<(String, String)> = invoice_lines::table
+        .filter(invoice_lines::invoice_id.eq(&invoice.id))
+        .filter(invoice_lines::subscription_id.eq(&b.sub.id))
+        .filter(invoice_lines::charge_key.not_like("late:%"))
+        .select((invoice_lines::charge_key, invoice_lines::description))
+        .load(conn)?;
+    for (key, description) in billed {
+        if rated.iter().any(|c| c.key == key) {
+            continue;
+        }
+        let lines = billed_lines(conn, &b.sub.id, &key, draft.map(|d| d.id.as_str()))?;
+        let owed_back: i64 = lines.iter().map(Billed::net).sum();
+        if owed_back <= 0 {
+            continue;
+        }
+        let adjustment = Adjustment {
+            key: format!("{}:{key}:0", b.sub.id),
+            reason: format!("No longer owed: {description}"),
+            owed_back,
+            subscription_id: &b.sub.id,
+            charge_key: &key,
+            except: draft.map(|d| d.id.as_str()),
+        };
+        credit_overbilled(conn, clock, &inputs.started_by, &adjustment, lines)?;
+    }
+    Ok(())
 }
 
 /// A line already billed for a subscription's charge, with what credit notes took back.

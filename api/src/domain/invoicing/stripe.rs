@@ -50,7 +50,8 @@ pub struct Charge<'a> {
     /// Charge this payment method off-session; without one the PaymentIntent waits for the
     /// customer to pay it (status `requires_payment_method`).
     pub payment_method: Option<&'a str>,
-    /// Minor units of `currency`: Stripe's "smallest currency unit" (cents; yen for JPY).
+    /// ISO 4217 minor units of `currency` (cents; yen for JPY), as invoices keep them; sent
+    /// in Stripe's units, which differ for a few currencies (MGA, ISK).
     pub amount: i64,
     /// ISO 4217, any case.
     pub currency: &'a str,
@@ -135,7 +136,16 @@ impl Stripe {
                 charge.customer_id
             ))
         })?;
-        let mut params = CreatePaymentIntent::new(charge.amount, currency);
+        let amount = billing::currency::CurrencyCode::parse(&charge.currency.to_ascii_uppercase())
+            .ok()
+            .and_then(|c| c.to_stripe_amount(charge.amount))
+            .ok_or_else(|| {
+                Failure::Refused(format!(
+                    "{} minor units of {} cannot be charged exactly in Stripe's units",
+                    charge.amount, charge.currency
+                ))
+            })?;
+        let mut params = CreatePaymentIntent::new(amount, currency);
         params.customer = Some(customer);
         params.description = Some(charge.description);
         params.metadata = Some(charge.metadata.clone());
