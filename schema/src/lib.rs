@@ -625,8 +625,22 @@ pub fn durable_commit(conn: &mut DbConnection) -> diesel::QueryResult<()> {
 pub mod locks {
     use diesel::prelude::*;
 
-    use crate::schema::invoices;
+    use crate::schema::{invoices, listings};
     use crate::DbConnection;
+
+    /// A listing's state, read under a share lock held until the transaction ends
+    /// (PostgreSQL; SQLite writers take turns anyway): an archive waits for the
+    /// transaction, or the transaction sees the listing archived.
+    pub fn listing_state(conn: &mut DbConnection, id: &str) -> QueryResult<String> {
+        match conn {
+            DbConnection::Postgresql(c) => listings::table
+                .find(id)
+                .select(listings::state)
+                .for_share()
+                .first(c),
+            DbConnection::Sqlite(c) => listings::table.find(id).select(listings::state).first(c),
+        }
+    }
 
     /// Locks an invoice row until the transaction ends (`NotFound` if it is gone).
     pub fn invoice(conn: &mut DbConnection, id: &str) -> QueryResult<()> {

@@ -96,7 +96,7 @@ pub async fn search(state: State, s: Session, params: web::Query<CatalogParams>)
                         }
                     }
                     @if let Some(next) = &results.next_cursor {
-                        p { a href={ "/console/catalog?q=" (q(text(&params.q))) "&category=" (q(text(&params.category))) "&tag=" (q(text(&params.tag))) "&sort=" (q(sort)) "&cursor=" (q(next)) } { "More listings" } }
+                        p { a href={ "/console/catalog?q=" (q(text(&params.q))) "&category=" (q(text(&params.category))) "&tag=" (q(text(&params.tag))) "&provider=" (q(text(&params.provider))) "&sort=" (q(sort)) "&cursor=" (q(next)) } { "More listings" } }
                     }
                 }
             }

@@ -157,6 +157,12 @@ pub fn commit_upload(
                 "the revision was finalized during the upload",
             ));
         }
+        if schema::locks::listing_state(conn, &revision.listing_id)? == "archived" {
+            return Err(Error::conflict(
+                "listing_archived",
+                "the listing was archived during the upload",
+            ));
+        }
         let replaced: Option<(String, String)> = assets::table
             .filter(assets::revision_id.eq(&revision.id))
             .filter(assets::name.eq(name))

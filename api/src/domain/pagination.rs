@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::NaiveDateTime;
+use chrono::{Datelike, NaiveDateTime};
 
 use super::error::{Error, Result};
 
@@ -95,8 +95,20 @@ pub fn encode_key((created_at, id): &(NaiveDateTime, String)) -> String {
 fn decode(cursor: &str) -> Option<(NaiveDateTime, String)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (micros, id) = raw.split_once('|')?;
-    let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?.naive_utc();
-    (!id.is_empty() && id.len() <= 64).then(|| (at, id.to_string()))
+    let at = cursor_instant(micros.parse().ok()?)?;
+    (!id.is_empty() && id.len() <= 64 && cursor_text(id)).then(|| (at, id.to_string()))
+}
+
+/// A cursor's instant, if rows can have it: years 1 to 9999, which both databases hold
+/// (PostgreSQL refuses what chrono reads from a forged cursor, such as year −29,719).
+pub fn cursor_instant(micros: i64) -> Option<NaiveDateTime> {
+    let at = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    (1..=9999).contains(&at.year()).then_some(at)
+}
+
+/// Whether a cursor's text can be a row's (PostgreSQL refuses text holding NUL).
+pub fn cursor_text(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 impl PageRequest {
@@ -132,6 +144,15 @@ mod tests {
         let c = encode_key(&(at, "usr_abc".into()));
         assert_eq!(decode(&c), Some((at, "usr_abc".to_string())));
         assert!(PageRequest::parse(None, Some("!!")).is_err());
+        for forged in [
+            "-1000000000000000000|x",
+            "9223372036854775807|x",
+            "1|a\0b",
+            "1|",
+        ] {
+            let c = URL_SAFE_NO_PAD.encode(forged);
+            assert!(PageRequest::parse(None, Some(&c)).is_err(), "{forged}");
+        }
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(201), None).is_err());
         assert_eq!(PageRequest::parse(None, None).unwrap().limit, DEFAULT_LIMIT);

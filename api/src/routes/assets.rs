@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -114,7 +114,8 @@ pub async fn download_url(
     Ok(secret(builder, &url))
 }
 
-/// `GET /v1/assets/{id}/content`: the bytes, with an Authorization header or a signed URL.
+/// `GET /v1/assets/{id}/content`: the bytes, with an Authorization header or a signed URL
+/// (`HEAD`: the same headers, no bytes).
 pub async fn content(
     state: State,
     req: HttpRequest,
@@ -165,14 +166,21 @@ pub async fn content(
         Some((first, last)) => (StatusCode::PARTIAL_CONTENT, last - first + 1),
         None => (StatusCode::OK, size),
     };
-    let bytes = state
-        .storage
-        .read(
-            &access.asset.storage_key,
-            // No range for the whole asset (an empty one has no range to ask for).
-            range.map(|(first, last)| first..last + 1),
+    let bytes = if req.method() == Method::HEAD {
+        // The headers only (size, ETag, range): nothing is read, sent, audited or metered.
+        None
+    } else {
+        Some(
+            state
+                .storage
+                .read(
+                    &access.asset.storage_key,
+                    // No range for the whole asset (an empty one has no range to ask for).
+                    range.map(|(first, last)| first..last + 1),
+                )
+                .await?,
         )
-        .await?;
+    };
 
     let mut response = HttpResponse::build(status);
     response
@@ -192,6 +200,12 @@ pub async fn content(
             format!("bytes {first}-{last}/{size}"),
         ));
     }
+    let Some(bytes) = bytes else {
+        return Ok(response.body(SizedStream::new(
+            length,
+            futures_util::stream::empty::<Result<Bytes, actix_web::Error>>(),
+        )));
+    };
     let audit = ReadAudit {
         state: state.clone(),
         access,

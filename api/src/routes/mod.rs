@@ -115,6 +115,7 @@ pub fn table() -> Vec<Entry> {
         ),
         entry(M::PUT, "/v1/revisions/{id}/assets/{name}", assets::upload),
         entry(M::GET, "/v1/assets/{id}/content", assets::content),
+        entry(M::HEAD, "/v1/assets/{id}/content", assets::content),
         entry(
             M::POST,
             "/v1/assets/{id}/download-url",

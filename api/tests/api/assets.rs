@@ -441,6 +441,48 @@ fn raw_put_status(app: &TestApp, path: &str, token: &str) -> u16 {
 }
 
 #[test]
+fn an_upload_during_which_the_listing_is_archived_is_refused_and_leaves_nothing() {
+    let app = TestApp::spawn();
+    let s = shop(&app, "public", &[]);
+    let t = &s.provider.token;
+    let before = stored_objects(&app, &s.provider.org_id);
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "PUT /v1/revisions/{}/assets/late.csv HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {t}\r\nContent-Type: text/csv\r\nContent-Length: 6\r\nConnection: close\r\n\r\nabc",
+        s.revision
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    // The upload has begun (its checks passed) when the listing is archived.
+    std::thread::sleep(Duration::from_millis(500));
+    let archived = app.post(
+        &format!("/v1/listings/{}/archive", s.listing),
+        Some(t),
+        json!({}),
+    );
+    assert_eq!(archived.status, 200, "{}", archived.text);
+    stream.write_all(b"def").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 409") && response.contains("listing_archived"),
+        "{response}"
+    );
+    let revision = app.get(&format!("/v1/revisions/{}", s.revision), Some(t));
+    assert_eq!(revision.json["assets"], json!([]), "{}", revision.text);
+    assert_eq!(stored_objects(&app, &s.provider.org_id), before);
+    // Nor does the archived listing's open revision become data for its subscribers.
+    let f = app.post(
+        &format!("/v1/revisions/{}/finalize", s.revision),
+        Some(t),
+        json!({}),
+    );
+    assert_eq!(f.problem(409), "listing_archived");
+}
+
+#[test]
 fn asset_names_are_checked() {
     let app = TestApp::spawn();
     let s = shop(&app, "public", &[]);

@@ -407,6 +407,51 @@ fn search_finds_matches_filters_sorts_and_pages() {
 }
 
 #[test]
+fn forged_cursors_are_refused_by_every_list_on_both_databases() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let app = TestApp::spawn();
+    let p = app.signup();
+    let listing = published(&app, &p, listing_body("Tides", "public"));
+    let encode = |raw: &str| URL_SAFE_NO_PAD.encode(raw);
+    // Instants chrono reads but no database row can hold, and text holding NUL.
+    let catalog = [
+        (
+            "newest",
+            r#"{"newest":{"micros":-1000000000000000000,"id":"x"}}"#,
+        ),
+        (
+            "newest",
+            r#"{"newest":{"micros":9223372036854775807,"id":"x"}}"#,
+        ),
+        ("newest", r#"{"newest":{"micros":1,"id":"a\u0000b"}}"#),
+        ("title", r#"{"title":{"title":"a\u0000","id":"x"}}"#),
+    ];
+    for (sort, raw) in catalog {
+        for token in [None, Some(p.token.as_str())] {
+            let r = app.get(
+                &format!("/v1/listings?sort={sort}&cursor={}", encode(raw)),
+                token,
+            );
+            assert_eq!(r.status, 422, "{raw}: {}", r.text);
+            assert_eq!(r.fields(), ["cursor"], "{raw}");
+        }
+    }
+    let lists = [
+        "/v1/listings?mine=true&cursor=".to_string(),
+        format!("/v1/listings/{listing}/offers?cursor="),
+        "/v1/subscriptions?cursor=".to_string(),
+        "/v1/grants?cursor=".to_string(),
+    ];
+    for raw in ["-1000000000000000000|x", "9223372036854775807|x", "1|a\0b"] {
+        for list in &lists {
+            let r = app.get(&format!("{list}{}", encode(raw)), Some(&p.token));
+            assert_eq!(r.status, 422, "{list} {raw:?}: {}", r.text);
+        }
+    }
+}
+
+#[test]
 fn searches_narrowed_by_category_and_tag_follow_edits() {
     let app = TestApp::spawn();
     let p = app.signup();

@@ -184,6 +184,38 @@ fn published(app: &TestApp, p: &User, title: &str, description: &str) -> (String
     (lid, o.json["id"].as_str().unwrap().to_string())
 }
 
+#[test]
+fn the_catalogs_next_page_keeps_the_provider_filter() {
+    let app = TestApp::spawn();
+    let (p, other, b) = (app.signup(), app.signup(), app.signup());
+    for i in 0..21 {
+        published(&app, &p, &format!("Tide table {i:02}"), "");
+    }
+    published(&app, &other, "Another provider's rates", "");
+    let mut browser = Browser::signed_in(&app, &b);
+    let first = browser.get(&format!(
+        "/console/catalog?sort=title&provider={}",
+        p.org_id
+    ));
+    assert_eq!(first.status, 200, "{}", first.text);
+    let next = first
+        .text
+        .split("href=\"")
+        .filter_map(|h| h.split('"').next())
+        .find(|h| h.contains("cursor="))
+        .expect("a next page")
+        .replace("&amp;", "&");
+    assert!(
+        next.replace("%5F", "_")
+            .contains(&format!("provider={}", p.org_id)),
+        "{next}"
+    );
+    let second = browser.get(&next);
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert!(second.text.contains("Tide table 20"), "{}", second.text);
+    assert!(!second.text.contains("Another provider"), "{}", second.text);
+}
+
 /// Two customers subscribed to one offer, billed for this month: their invoice ids.
 fn two_invoices(app: &TestApp) -> (User, User, String, String) {
     let p = app.signup();

@@ -167,6 +167,22 @@ fn reads_follow_the_grant_from_request_to_term_end() {
         200,
         "a signed URL works without a header"
     );
+    // HEAD answers with GET's headers, by the same rule, and neither sends nor meters bytes.
+    let head = |token: Option<&str>, path: &str, headers: &[(&str, &str)]| {
+        app.send(Method::HEAD, path, token, None, headers)
+    };
+    let content = format!("/v1/assets/{}/content", s.asset);
+    let whole = head(Some(&b.token), &content, &[]);
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("content-length"), Some("1000"));
+    assert!(whole.header("etag").is_some_and(|e| e.len() == 66));
+    assert_eq!(whole.text, "");
+    let part = head(Some(&b.token), &content, &[("range", "bytes=0-99")]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some("bytes 0-99/1000"));
+    assert_eq!(part.header("content-length"), Some("100"));
+    assert_eq!(head(None, &url.replacen(&app.base, "", 1), &[]).status, 200);
+    assert_eq!(head(Some(&x.token), &content, &[]).status, 403);
     // Reads are metered: bytes actually sent (ranges included) and one call each.
     assert_eq!(
         usage_total(&app, &b.token, &sub, "bytes_downloaded", 2100),
@@ -287,6 +303,75 @@ fn an_archived_listing_serves_its_subscribers_to_the_end_of_their_term_without_r
         "not_found",
         "to anyone else the archived listing's files are gone"
     );
+    app.clock.advance(Duration::days(32));
+    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
+    let b = app.again(&b);
+    let after = app.get(&format!("/v1/subscriptions/{sub}"), Some(&b.token));
+    assert_eq!(after.json["status"], "expired", "{}", after.text);
+    assert_eq!(read(&app, &b.token, &s.asset), 404);
+}
+
+#[test]
+fn a_private_listing_no_longer_shared_serves_its_subscriber_to_the_term_end_and_no_further() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let s = shop(&app, &p);
+    let listing = format!("/v1/listings/{}", s.listing);
+    let shared = app.patch(
+        &listing,
+        Some(&p.token),
+        json!({"visibility": "private", "allowed_organization_ids": [b.org_id]}),
+    );
+    assert_eq!(shared.status, 200, "{}", shared.text);
+    let sub = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": s.offer, "auto_renew": true}),
+    );
+    assert_eq!(sub.status, 201, "{}", sub.text);
+    let sub = sub.json["id"].as_str().unwrap().to_string();
+    let unshared = app.patch(
+        &listing,
+        Some(&p.token),
+        json!({"allowed_organization_ids": []}),
+    );
+    assert_eq!(unshared.status, 200, "{}", unshared.text);
+    let newer = app.post(
+        &format!("{listing}/offers"),
+        Some(&p.token),
+        json!({"name": "Yearly", "currency": "USD", "billing_interval": "monthly", "recurring_amount": 50,
+            "term_months": 12, "trial_days": 0, "requires_approval": false, "auto_renew_default": true}),
+    );
+    assert_eq!(newer.status, 201, "{}", newer.text);
+
+    // The running term reads on; the listing shows only the offer held.
+    assert_eq!(read(&app, &b.token, &s.asset), 200);
+    let offers = app.get(&format!("{listing}/offers"), Some(&b.token));
+    let held: Vec<&str> = offers.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, [s.offer.as_str()], "{}", offers.text);
+    // No new subscription, and no renewal.
+    for offer in [
+        newer.json["id"].as_str().unwrap(),
+        s.approval_offer.as_str(),
+    ] {
+        let again = app.post(
+            "/v1/subscriptions",
+            Some(&b.token),
+            json!({"offer_id": offer}),
+        );
+        assert_eq!(again.problem(404), "not_found", "{offer}");
+    }
+    let renew = app.patch(
+        &format!("/v1/subscriptions/{sub}"),
+        Some(&b.token),
+        json!({"auto_renew": true}),
+    );
+    assert_eq!(renew.problem(409), "not_renewable");
     app.clock.advance(Duration::days(32));
     lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
     let b = app.again(&b);

@@ -338,8 +338,15 @@ pub fn finalize_revision(
     caller: &Caller,
     revision_id: &str,
 ) -> Result<RevisionView> {
-    owned_revision(conn, caller, revision_id)?;
+    let revision = owned_revision(conn, caller, revision_id)?;
     transaction(conn, |conn| {
+        // An archived listing's data stays as it was: its subscribers get no new revision.
+        if schema::locks::listing_state(conn, &revision.listing_id)? == "archived" {
+            return Err(Error::conflict(
+                "listing_archived",
+                "an archived listing takes no new revisions",
+            ));
+        }
         let files: i64 = assets::table
             .filter(assets::revision_id.eq(revision_id))
             .count()

@@ -20,7 +20,7 @@ use crate::domain::db::{read_snapshot, transaction};
 use crate::domain::error::{Error, Problems, Result};
 use crate::domain::ids::new_id;
 use crate::domain::markdown;
-use crate::domain::pagination::{Page, PageRequest};
+use crate::domain::pagination::{cursor_instant, cursor_text, Page, PageRequest};
 use crate::domain::validate::text;
 
 const TITLE_MAX: usize = 200;
@@ -590,15 +590,17 @@ impl CatalogQuery {
                     .decode(raw)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<CatalogCursor>(&b).ok())
-                    .filter(|c| {
-                        matches!(
-                            (c, sort),
-                            (
-                                CatalogCursor::Offset(0..=MAX_RELEVANCE_OFFSET),
-                                Sort::Relevance
-                            ) | (CatalogCursor::Newest { .. }, Sort::Newest)
-                                | (CatalogCursor::Title { .. }, Sort::Title)
-                        )
+                    .filter(|c| match (c, sort) {
+                        (CatalogCursor::Offset(offset), Sort::Relevance) => {
+                            (0..=MAX_RELEVANCE_OFFSET).contains(offset)
+                        }
+                        (CatalogCursor::Newest { micros, id }, Sort::Newest) => {
+                            cursor_instant(*micros).is_some() && cursor_text(id)
+                        }
+                        (CatalogCursor::Title { title, id }, Sort::Title) => {
+                            cursor_text(title) && cursor_text(id)
+                        }
+                        _ => false,
                     });
                 if decoded.is_none() {
                     problems.push("cursor", "is not a cursor this server issued for this sort");
@@ -775,9 +777,8 @@ pub fn search(
                     let q = q.order((listings::published_at.desc(), listings::id.desc()));
                     match cursor {
                         Some(CatalogCursor::Newest { micros, id }) => {
-                            let at = DateTime::from_timestamp_micros(*micros)
-                                .map(|t| t.naive_utc())
-                                .unwrap_or(NaiveDateTime::MIN);
+                            // Checked when the query was read.
+                            let at = cursor_instant(*micros).unwrap_or(NaiveDateTime::MIN);
                             q.filter(
                                 listings::published_at.lt(at).or(listings::published_at
                                     .eq(at)

@@ -5,11 +5,11 @@ use billing::pricing::{self, UsagePrice, UsagePriceInput};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use schema::models::{Offer, OfferAccess};
-use schema::schema::{offer_access, offers};
+use schema::schema::{offer_access, offers, subscriptions};
 use schema::DbConnection;
 use serde::{Deserialize, Serialize};
 
-use super::{check_organizations, owned_listing, readable_listing};
+use super::{can_see, check_organizations, owned_listing, readable_listing};
 use crate::after_cursor;
 use crate::domain::audit::{self, Entry};
 use crate::domain::auth::Caller;
@@ -321,12 +321,23 @@ pub fn list(
         .filter(offers::listing_id.eq(listing_id))
         .into_boxed();
     if !provider {
+        let reader = reader_org.unwrap_or("").to_string();
         let named = offer_access::table
-            .filter(offer_access::organization_id.eq(reader_org.unwrap_or("").to_string()))
+            .filter(offer_access::organization_id.eq(reader.clone()))
             .select(offer_access::offer_id);
         query = query
             .filter(offers::state.eq("active"))
             .filter(offers::private.eq(false).or(offers::id.eq_any(named)));
+        if !can_see(conn, reader_org, &listing)? {
+            // Found only through a running subscription (the listing archived, or no longer
+            // shared with the reader): the offers it holds, nothing new.
+            let held = subscriptions::table
+                .filter(subscriptions::organization_id.eq(reader))
+                .filter(subscriptions::listing_id.eq(listing_id.to_string()))
+                .filter(subscriptions::status.eq("active"))
+                .select(subscriptions::offer_id);
+            query = query.filter(offers::id.eq_any(held));
+        }
     }
     let rows: Vec<Offer> = after_cursor!(query, page, offers::created_at, offers::id)
         .select(Offer::as_select())

@@ -5,12 +5,13 @@
 use billing::periods::{self, Interval};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use schema::models::Subscription;
+use schema::models::{Listing, Subscription};
 use schema::schema::{grants, listings, offers, subscriptions};
 use schema::DbConnection;
 
 use super::subscriptions::PriceSnapshot;
 use crate::domain::audit::{self, Entry};
+use crate::domain::catalog::can_see;
 use crate::domain::clock::{db_time, Clock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
@@ -124,19 +125,21 @@ pub fn run_once(conn: &mut DbConnection, clock: &dyn Clock) -> Result<Report> {
 /// Days before a term ends that subscribers hear about it.
 const REMINDER_DAYS: i64 = 7;
 
-/// Tells subscribers whose term ends within 7 days, once per term (the outbox dedupes too,
-/// by an event id made of the subscription and its term end).
-/// Whether a subscription may renew at all: its offer is active and its listing not
-/// archived (archiving either lets existing subscriptions run their course, no further).
+/// Whether a subscription may renew at all: its offer is active and its listing still
+/// shown to the subscriber (published, and a private one still naming it). Archiving either,
+/// or no longer sharing a private listing, lets existing subscriptions run their course, no
+/// further.
 pub(crate) fn renewable(conn: &mut DbConnection, s: &Subscription) -> Result<bool> {
-    let (offer_state, listing_state) = offers::table
+    let (offer_state, listing) = offers::table
         .inner_join(listings::table)
         .filter(offers::id.eq(&s.offer_id))
-        .select((offers::state, listings::state))
-        .first::<(String, String)>(conn)?;
-    Ok(offer_state == "active" && listing_state != "archived")
+        .select((offers::state, Listing::as_select()))
+        .first::<(String, Listing)>(conn)?;
+    Ok(offer_state == "active" && can_see(conn, Some(&s.organization_id), &listing)?)
 }
 
+/// Tells subscribers whose term ends within 7 days, once per term (the outbox dedupes too,
+/// by an event id made of the subscription and its term end).
 fn remind_term_ending(conn: &mut DbConnection, clock: &dyn Clock) -> Result<usize> {
     let now = db_time(clock.now());
     let due: Vec<Subscription> = subscriptions::table

@@ -14,7 +14,7 @@ use crate::domain::accounts::OrganizationRef;
 use crate::domain::audit::{self, Entry};
 use crate::domain::auth::{Caller, Capability};
 use crate::domain::catalog::offer::offered_to;
-use crate::domain::catalog::readable_listing;
+use crate::domain::catalog::{can_see, readable_listing};
 use crate::domain::clock::{db_time, utc, Clock};
 use crate::domain::db::transaction;
 use crate::domain::error::{Error, Result};
@@ -278,6 +278,11 @@ pub fn create(
     }
     let listing: Listing = readable_listing(conn, Some(&caller.organization_id), &offer.listing_id)
         .map_err(|_| Error::NotFound("offer"))?;
+    // A subscriber finds a private listing no longer shared with it while its subscription
+    // runs, but may not take a new one.
+    if listing.state == "published" && !can_see(conn, Some(&caller.organization_id), &listing)? {
+        return Err(Error::NotFound("offer"));
+    }
     if listing.organization_id == caller.organization_id {
         return Err(Error::conflict(
             "own_listing",
@@ -626,7 +631,8 @@ pub fn update(
         if auto_renew && !super::lifecycle::renewable(conn, &s)? {
             return Err(Error::conflict(
                 "not_renewable",
-                "its offer or listing is archived: the subscription runs to its term's end",
+                "its offer or listing is archived, or the listing is no longer shared with \
+                 you: the subscription runs to its term's end",
             ));
         }
         s.auto_renew = auto_renew;
