@@ -400,13 +400,26 @@ pub mod search {
             .join(" ")
     }
 
-    /// Splits free text into lower-case words of letters and digits, at most 16.
+    /// Splits free text into lower-case words of letters and digits, at most 16. A word made
+    /// only of combining marks is no word: SQLite's tokenizer folds it away, and PostgreSQL
+    /// would require it, so both leave it out.
     pub fn terms(text: &str) -> Vec<String> {
         text.split(|c: char| !c.is_alphanumeric())
-            .filter(|t| !t.is_empty())
+            .filter(|t| t.chars().any(|c| !is_combining_mark(c)))
             .map(str::to_lowercase)
             .take(16)
             .collect()
+    }
+
+    /// The blocks of combining diacritical marks (Unicode's "Combining Diacritical Marks"
+    /// and its Extended, Supplement, "for Symbols" and "Half Marks" blocks).
+    fn is_combining_mark(c: char) -> bool {
+        matches!(c,
+            '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}')
     }
 }
 
@@ -659,6 +672,16 @@ pub mod locks {
 #[cfg(test)]
 mod tests {
     use diesel::sql_types::{BigInt, Text};
+
+    #[test]
+    fn search_terms_are_words_of_letters_and_digits() {
+        assert_eq!(
+            super::search::terms("Tide-tables, 2026! \u{345}\u{345} KIWI cafe\u{301}"),
+            ["tide", "tables", "2026", "kiwi", "cafe"]
+        );
+        assert!(super::search::terms("\u{300}\u{20DD} -- ").is_empty());
+        assert_eq!(super::search::terms(&"w ".repeat(40)).len(), 16);
+    }
     use diesel::{sql_query, QueryableByName, RunQueryDsl};
 
     use super::{ConnectionManager, FileReads};

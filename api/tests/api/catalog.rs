@@ -341,6 +341,11 @@ fn search_finds_matches_filters_sorts_and_pages() {
         ids(&app.get("/v1/listings?q=europe", None)),
         vec![weather.clone()]
     );
+    // A "word" of combining marks alone is no word, on either database.
+    assert_eq!(
+        ids(&app.get("/v1/listings?q=%CD%85%CD%85%20europe", None)),
+        vec![weather.clone()]
+    );
     assert!(
         ids(&app.get("/v1/listings?q=rain%20sea", None)).is_empty(),
         "every word must match"
