@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, User, PASSWORD};
+use crate::helpers::{open_invoice, TestApp, User, PASSWORD};
 
 /// A platform user (`operator` or `finance`), made as the CLI makes one, signed in.
 fn platform(app: &TestApp, role: &str) -> User {
@@ -576,25 +576,13 @@ fn a_voided_period_billed_again_keeps_what_a_later_invoice_billed_late() {
     let s = subscribe(&app, &b, &per_unit);
     app.clock.advance(Duration::seconds(5));
     usage(&app, &p, &s, "q", 10);
-    let finalize = |fin: &User, period: &str| -> Value {
-        run(&app, fin, period);
-        let found = invoices(&app, fin, &format!("period={period}"));
-        let id = found[0]["id"].as_str().unwrap();
-        let f = app.post(
-            &format!("/v1/invoices/{id}/finalize"),
-            Some(&fin.token),
-            json!({}),
-        );
-        assert_eq!(f.json["status"], "open", "{}", f.text);
-        f.json
-    };
-    let january = finalize(&fin, "2026-01");
+    let january = open_invoice(&app, &fin, &b, "2026-01");
     assert_eq!(amount(&january["total"]), 100);
     // Ten more January queries arrive after January was finalized: February bills them late.
     usage(&app, &p, &s, "late", 10);
     app.clock.set(at(2026, 2, 2));
     let fin = app.again(&fin);
-    let february = finalize(&fin, "2026-02");
+    let february = open_invoice(&app, &fin, &b, "2026-02");
     let late: Vec<&Value> = february["lines"]
         .as_array()
         .unwrap()

@@ -500,3 +500,28 @@ fn reply(res: reqwest::blocking::Response) -> Reply {
         json,
     }
 }
+
+/// Bills `period` and finalizes the customer's invoice; returns it (open).
+pub fn open_invoice(app: &TestApp, fin: &User, customer: &User, period: &str) -> Value {
+    let run = app.post(
+        "/v1/billing-runs",
+        Some(&fin.token),
+        json!({"period": period}),
+    );
+    assert_eq!(run.status, 201, "{}", run.text);
+    let list = app.get(
+        &format!("/v1/invoices?period={period}&customer={}", customer.org_id),
+        Some(&fin.token),
+    );
+    let id = list.json["data"][0]["id"]
+        .as_str()
+        .expect("an invoice")
+        .to_string();
+    let f = app.post(
+        &format!("/v1/invoices/{id}/finalize"),
+        Some(&fin.token),
+        json!({}),
+    );
+    assert_eq!(f.json["status"], "open", "{}", f.text);
+    f.json
+}

@@ -18,7 +18,7 @@ use schema::diesel::prelude::*;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, User, PASSWORD};
+use crate::helpers::{open_invoice, TestApp, User, PASSWORD};
 
 // ------------------------------------------------------------------ a mock of Stripe's API
 
@@ -415,31 +415,6 @@ fn subscribe(app: &TestApp, b: &User, offer: &str) {
     assert_eq!(s.status, 201, "{}", s.text);
 }
 
-/// Bills `period` and finalizes the customer's invoice; returns it (open).
-fn open_invoice(app: &TestApp, fin: &User, customer: &User, period: &str) -> Value {
-    let run = app.post(
-        "/v1/billing-runs",
-        Some(&fin.token),
-        json!({"period": period}),
-    );
-    assert_eq!(run.status, 201, "{}", run.text);
-    let list = app.get(
-        &format!("/v1/invoices?period={period}&customer={}", customer.org_id),
-        Some(&fin.token),
-    );
-    let id = list.json["data"][0]["id"]
-        .as_str()
-        .expect("an invoice")
-        .to_string();
-    let f = app.post(
-        &format!("/v1/invoices/{id}/finalize"),
-        Some(&fin.token),
-        json!({}),
-    );
-    assert_eq!(f.json["status"], "open", "{}", f.text);
-    f.json
-}
-
 fn invoice(app: &TestApp, fin: &User, id: &str) -> Value {
     app.get(&format!("/v1/invoices/{id}"), Some(&fin.token))
         .json
@@ -505,10 +480,19 @@ fn payment_jobs(app: &TestApp, invoice_id: &str) -> Vec<(String, i32, Option<Str
         .unwrap()
 }
 
-// ------------------------------------------------------------------ tests
+/// A server collecting through a Stripe mock on 2026-11-10, finance, a provider's shop and
+/// a customer subscribed to its offer.
+struct Collecting {
+    mock: MockStripe,
+    app: TestApp,
+    stripe: Stripe,
+    fin: User,
+    p: User,
+    b: User,
+    offer: String,
+}
 
-#[test]
-fn stripe_collects_each_invoice_once_across_retries() {
+fn collecting() -> Collecting {
     let mock = MockStripe::start();
     let app = TestApp::builder()
         .payments(settings(&mock.base, &[]))
@@ -518,6 +502,30 @@ fn stripe_collects_each_invoice_once_across_retries() {
     let (fin, p, b) = (finance(&app), app.signup(), app.signup());
     let offer = shop(&app, &p).offer;
     subscribe(&app, &b, &offer);
+    Collecting {
+        mock,
+        app,
+        stripe,
+        fin,
+        p,
+        b,
+        offer,
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn stripe_collects_each_invoice_once_across_retries() {
+    let Collecting {
+        mock,
+        app,
+        stripe,
+        fin,
+        b,
+        offer,
+        ..
+    } = collecting();
     let inv = open_invoice(&app, &fin, &b, "2026-11");
     let id = inv["id"].as_str().unwrap();
     assert_eq!(payment_jobs(&app, id).len(), 1, "finalizing wrote the job");
@@ -613,17 +621,19 @@ fn stripe_collects_each_invoice_once_across_retries() {
 
 #[test]
 fn collection_charges_what_is_due_at_its_first_try_in_stripes_units() {
-    let mock = MockStripe::start();
+    let Collecting {
+        mock,
+        app,
+        stripe,
+        fin,
+        p,
+        b,
+        ..
+    } = collecting();
     mock.payment_intent_status("succeeded");
-    let app = TestApp::builder()
-        .payments(settings(&mock.base, &[]))
-        .spawn();
-    let stripe = Stripe::new(KEY, &mock.base).unwrap();
-    app.clock.set(at(2026, 11, 10));
-    let (fin, p, b, c) = (finance(&app), app.signup(), app.signup(), app.signup());
+    let c = app.signup();
 
     // A credit note issued before the job first runs lowers what it charges.
-    subscribe(&app, &b, &shop(&app, &p).offer);
     let usd = open_invoice(&app, &fin, &b, "2026-11");
     let id = usd["id"].as_str().unwrap();
     let cn = app.post(
@@ -655,15 +665,14 @@ fn collection_charges_what_is_due_at_its_first_try_in_stripes_units() {
 
 #[test]
 fn an_open_invoice_credited_to_nothing_is_paid_and_never_collected() {
-    let mock = MockStripe::start();
-    let app = TestApp::builder()
-        .payments(settings(&mock.base, &[]))
-        .spawn();
-    let stripe = Stripe::new(KEY, &mock.base).unwrap();
-    app.clock.set(at(2026, 11, 10));
-    let (fin, p, b) = (finance(&app), app.signup(), app.signup());
-    let offer = shop(&app, &p).offer;
-    subscribe(&app, &b, &offer);
+    let Collecting {
+        mock,
+        app,
+        stripe,
+        fin,
+        b,
+        ..
+    } = collecting();
     let inv = open_invoice(&app, &fin, &b, "2026-11");
     let id = inv["id"].as_str().unwrap();
     let credit = |lines: Value| {

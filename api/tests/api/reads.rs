@@ -81,6 +81,28 @@ fn shop(app: &TestApp, p: &User) -> Shop {
     }
 }
 
+/// A subscription to `offer` that asks to renew; its id.
+fn subscribe_renewing(app: &TestApp, b: &User, offer: &str) -> String {
+    let sub = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": offer, "auto_renew": true}),
+    );
+    assert_eq!(sub.status, 201, "{}", sub.text);
+    sub.json["id"].as_str().unwrap().to_string()
+}
+
+/// A month on (the shop's terms are a month), the subscription has expired, not renewed,
+/// and its subscriber reads the asset no more.
+fn expires_at_its_term_end(app: &TestApp, b: &User, sub: &str, asset: &str) {
+    app.clock.advance(Duration::days(32));
+    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
+    let b = app.again(b);
+    let after = app.get(&format!("/v1/subscriptions/{sub}"), Some(&b.token));
+    assert_eq!(after.json["status"], "expired", "{}", after.text);
+    assert_eq!(read(app, &b.token, asset), 404);
+}
+
 fn read(app: &TestApp, token: &str, asset: &str) -> u16 {
     app.get(&format!("/v1/assets/{asset}/content"), Some(token))
         .status
@@ -258,13 +280,7 @@ fn an_archived_listing_serves_its_subscribers_to_the_end_of_their_term_without_r
     let app = TestApp::spawn();
     let (p, b, x) = (app.signup(), app.signup(), app.signup());
     let s = shop(&app, &p);
-    let sub = app.post(
-        "/v1/subscriptions",
-        Some(&b.token),
-        json!({"offer_id": s.offer, "auto_renew": true}),
-    );
-    assert_eq!(sub.status, 201, "{}", sub.text);
-    let sub = sub.json["id"].as_str().unwrap().to_string();
+    let sub = subscribe_renewing(&app, &b, &s.offer);
     let archived = app.post(
         &format!("/v1/listings/{}/archive", s.listing),
         Some(&p.token),
@@ -303,12 +319,7 @@ fn an_archived_listing_serves_its_subscribers_to_the_end_of_their_term_without_r
         "not_found",
         "to anyone else the archived listing's files are gone"
     );
-    app.clock.advance(Duration::days(32));
-    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
-    let b = app.again(&b);
-    let after = app.get(&format!("/v1/subscriptions/{sub}"), Some(&b.token));
-    assert_eq!(after.json["status"], "expired", "{}", after.text);
-    assert_eq!(read(&app, &b.token, &s.asset), 404);
+    expires_at_its_term_end(&app, &b, &sub, &s.asset);
 }
 
 #[test]
@@ -323,13 +334,7 @@ fn a_private_listing_no_longer_shared_serves_its_subscriber_to_the_term_end_and_
         json!({"visibility": "private", "allowed_organization_ids": [b.org_id]}),
     );
     assert_eq!(shared.status, 200, "{}", shared.text);
-    let sub = app.post(
-        "/v1/subscriptions",
-        Some(&b.token),
-        json!({"offer_id": s.offer, "auto_renew": true}),
-    );
-    assert_eq!(sub.status, 201, "{}", sub.text);
-    let sub = sub.json["id"].as_str().unwrap().to_string();
+    let sub = subscribe_renewing(&app, &b, &s.offer);
     let unshared = app.patch(
         &listing,
         Some(&p.token),
@@ -372,10 +377,5 @@ fn a_private_listing_no_longer_shared_serves_its_subscriber_to_the_term_end_and_
         json!({"auto_renew": true}),
     );
     assert_eq!(renew.problem(409), "not_renewable");
-    app.clock.advance(Duration::days(32));
-    lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
-    let b = app.again(&b);
-    let after = app.get(&format!("/v1/subscriptions/{sub}"), Some(&b.token));
-    assert_eq!(after.json["status"], "expired", "{}", after.text);
-    assert_eq!(read(&app, &b.token, &s.asset), 404);
+    expires_at_its_term_end(&app, &b, &sub, &s.asset);
 }
