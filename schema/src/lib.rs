@@ -638,8 +638,36 @@ pub fn durable_commit(conn: &mut DbConnection) -> diesel::QueryResult<()> {
 pub mod locks {
     use diesel::prelude::*;
 
-    use crate::schema::{invoices, listings};
+    use crate::schema::{invoices, listings, offers, subscriptions};
     use crate::DbConnection;
+
+    /// Locks a subscription row until the transaction ends (PostgreSQL; SQLite writers take
+    /// turns anyway), so two answers to one request, or an answer and a withdrawal, go one
+    /// after the other and the second sees the first.
+    pub fn subscription(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        match conn {
+            DbConnection::Postgresql(c) => subscriptions::table
+                .find(id)
+                .select(subscriptions::id)
+                .for_update()
+                .first::<String>(c)
+                .map(|_| ()),
+            DbConnection::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// An offer's state under a share lock held until the transaction ends (PostgreSQL): an
+    /// archive waits for the transaction, or the transaction sees the offer archived.
+    pub fn offer_state(conn: &mut DbConnection, id: &str) -> QueryResult<String> {
+        match conn {
+            DbConnection::Postgresql(c) => offers::table
+                .find(id)
+                .select(offers::state)
+                .for_share()
+                .first(c),
+            DbConnection::Sqlite(c) => offers::table.find(id).select(offers::state).first(c),
+        }
+    }
 
     /// A listing's state, read under a share lock held until the transaction ends
     /// (PostgreSQL; SQLite writers take turns anyway): an archive waits for the

@@ -348,7 +348,15 @@ pub async fn subscribe(state: State, posted: Posted) -> Reply {
     let s = posted.session;
     let offer_id = posted.form.text("offer_id");
     let listing_id = posted.form.text("listing_id");
-    let message = posted.form.text(&format!("message_{offer_id}"));
+    // The form's text area may hold line breaks; a message is one paragraph (no control
+    // characters), so they become spaces.
+    let message = posted
+        .form
+        .text(&format!("message_{offer_id}"))
+        .split(['\r', '\n'])
+        .filter(|part| !part.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     let (caller, clock) = (s.caller.clone(), state.clock.clone());
     let input = NewSubscription {
         offer_id: offer_id.clone(),
@@ -383,8 +391,14 @@ pub async fn subscribe(state: State, posted: Posted) -> Reply {
         message: error,
         text: message,
     };
+    // An offer archived since the page was shown is no longer on it: the message goes on top.
+    let summary = if d.offers.iter().any(|o| o.id == offer_error.offer_id) {
+        "The subscription was not created; see the message next to the offer.".to_string()
+    } else {
+        format!("The subscription was not created: {}", offer_error.message)
+    };
     let body = html! {
-        (alert(Some("The subscription was not created; see the message next to the offer.")))
+        (alert(Some(&summary)))
         (listing_page(&s, &d, None, Some(&offer_error)))
     };
     Ok(page_status(

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::page::{
     alert, badge, csrf_field, empty, error_summary, explain, money, money_of, notice, page,
@@ -14,6 +15,8 @@ use super::page::{
 };
 use super::session::{Posted, Session};
 use crate::domain::auth::Capability;
+use crate::domain::idempotency::{self, RequestKey};
+use crate::domain::ids::new_id;
 use crate::domain::invoicing::invoices::{
     self, CreditLineRequest, CreditNoteRequest, InvoiceFilters, InvoiceView, PaymentRequest,
 };
@@ -613,6 +616,10 @@ fn credit_page(
         p { "Credit part or all of the invoice's lines (amounts before tax, in " (i.currency) "). The tax is credited in proportion. A line can be credited at most what it has left." }
         form.stack method="post" action={ "/console/invoices/" (i.id) "/credit-note" } novalidate {
             (csrf_field(&s.csrf))
+            // One credit note per form shown: a second submission (a double click, a reload)
+            // finds the first one's key and issues nothing.
+            @let form_key = form.get("form_key").map(str::to_string).unwrap_or_else(|| new_id("frm"));
+            input type="hidden" name="form_key" value=(form_key);
             (Input::new("reason", "Reason", &form.text("reason")).hint("Shown to the customer, up to 500 characters").required().render(errors))
             fieldset {
                 legend { "Amounts to credit" }
@@ -699,11 +706,36 @@ pub async fn credit(state: State, posted: Posted, id: Id) -> Reply {
             lines: lines.into_iter().map(|(_, l)| l).collect(),
         };
         let (caller, clock, target) = (s.caller.clone(), state.clock.clone(), id.clone());
+        let once = form.get("form_key").filter(|k| !k.is_empty()).map(|k| {
+            RequestKey::new(
+                caller.principal(),
+                "POST".into(),
+                format!("/console/invoices/{id}/credit-note"),
+                k,
+            )
+        });
         let done = state
-            .db(move |conn| invoices::credit(conn, clock.as_ref(), &caller, &target, request))
+            .db(move |conn| match once {
+                Some(key) => {
+                    let key = key?;
+                    let hash = hex::encode(Sha256::digest(format!("{request:?}")));
+                    idempotency::once(conn, clock.as_ref(), &key, &hash, |conn| {
+                        invoices::credit(conn, clock.as_ref(), &caller, &target, request)
+                    })
+                    .map(|_| ())
+                }
+                None => {
+                    invoices::credit(conn, clock.as_ref(), &caller, &target, request).map(|_| ())
+                }
+            })
             .await;
         match done {
-            Ok(_) => {
+            // Issued now, or by this form's first submission (still running, or done).
+            Ok(())
+            | Err(Error::Conflict {
+                code: "idempotency_key_in_flight",
+                ..
+            }) => {
                 return Ok(see_other(&format!(
                     "/console/invoices/{id}?notice=credited"
                 )))

@@ -153,9 +153,24 @@ fn subscriptions_page(
     note: Option<&str>,
     reject: RejectError<'_>,
 ) -> Markup {
+    // An answer to a request no longer waiting (answered or withdrawn meanwhile) has no
+    // form left to stand by: its message goes on top.
+    let stale = reject
+        .filter(|(id, _)| !o.requests.iter().any(|r| r.id == *id))
+        .map(|(_, errors)| {
+            FormErrors(
+                errors
+                    .0
+                    .iter()
+                    .map(|e| crate::domain::FieldError::new("", e.message.clone()))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
     html! {
         h1 { "Subscriptions" }
         (notice(notice_text(note)))
+        (error_summary(&stale))
         section aria-labelledby="requests-h" {
             h2 #requests-h { "Requests waiting for your answer" }
             @if o.requests.is_empty() {

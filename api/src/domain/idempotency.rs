@@ -139,6 +139,37 @@ pub fn begin(
     }
 }
 
+/// Runs `work` once for this key: a repeat of the same request after it succeeded does
+/// nothing (`Ok(None)`), one while it runs is 409 `idempotency_key_in_flight`, and a failure
+/// releases the key. For callers that answer the same way each time (the console's forms),
+/// so no response is stored.
+pub fn once<T>(
+    conn: &mut DbConnection,
+    clock: &dyn Clock,
+    key: &RequestKey,
+    request_hash: &str,
+    work: impl FnOnce(&mut DbConnection) -> Result<T>,
+) -> Result<Option<T>> {
+    if let Begin::Replay(_) = begin(conn, clock, key, request_hash)? {
+        return Ok(None);
+    }
+    match work(conn) {
+        Ok(done) => {
+            let answered = StoredResponse {
+                status: 200,
+                content_type: None,
+                body: Vec::new(),
+            };
+            complete(conn, key, &answered)?;
+            Ok(Some(done))
+        }
+        Err(e) => {
+            abandon(conn, key)?;
+            Err(e)
+        }
+    }
+}
+
 fn in_flight() -> Error {
     Error::conflict(
         "idempotency_key_in_flight",

@@ -394,6 +394,93 @@ fn fifty_concurrent_retries_create_one_subscription() {
 }
 
 #[test]
+fn answers_to_one_request_at_once_take_effect_once() {
+    let app = Arc::new(TestApp::spawn());
+    let p = app.signup();
+    let (_, offers) = market(
+        &app,
+        &p,
+        &[offer("Vetted", json!({"requires_approval": true}))],
+    );
+    for round in 0..4 {
+        let b = app.signup();
+        let request = subscribe(&app, &b, &offers[0]);
+        assert_eq!(
+            request.json["status"], "pending_approval",
+            "{}",
+            request.text
+        );
+        let id = request.json["id"].as_str().unwrap().to_string();
+        // Two approvals, a rejection and the subscriber's withdrawal, all at once.
+        let actions = [
+            ("approve", p.token.clone(), json!({})),
+            ("approve", p.token.clone(), json!({})),
+            ("reject", p.token.clone(), json!({"reason": "No"})),
+            ("cancel", b.token.clone(), json!({})),
+        ];
+        let replies: Vec<(&str, u16)> = actions
+            .into_iter()
+            .map(|(action, token, body)| {
+                let (app, id) = (app.clone(), id.clone());
+                let reply = std::thread::spawn(move || {
+                    app.post(
+                        &format!("/v1/subscriptions/{id}/{action}"),
+                        Some(&token),
+                        body,
+                    )
+                });
+                (action, reply)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(action, h)| {
+                let r = h.join().unwrap();
+                assert!(
+                    r.status == 200 || r.status == 409,
+                    "{action}: {} {}",
+                    r.status,
+                    r.text
+                );
+                (action, r.status)
+            })
+            .collect();
+        // The provider answers once; a withdrawal before the answer leaves nothing to
+        // answer, and one after an approval cancels at the term's end (after a rejection,
+        // there is nothing to withdraw).
+        let answered: Vec<&str> = replies
+            .iter()
+            .filter(|(a, s)| *a != "cancel" && *s == 200)
+            .map(|(a, _)| *a)
+            .collect();
+        let withdrawn = replies.iter().any(|(a, s)| *a == "cancel" && *s == 200);
+        assert!(answered.len() <= 1, "round {round}: {replies:?}");
+        let expected = match answered.first() {
+            Some(&"approve") => "active",
+            Some(_) => {
+                assert!(!withdrawn, "round {round}: {replies:?}");
+                "rejected"
+            }
+            None => {
+                assert!(withdrawn, "round {round}: {replies:?}");
+                "cancelled"
+            }
+        };
+        let now = app.get(&format!("/v1/subscriptions/{id}"), Some(&b.token));
+        assert_eq!(now.json["status"], expected, "round {round}: {replies:?}");
+        let live_grants = app
+            .all_pages("/v1/grants", &b.token, 200)
+            .iter()
+            .filter(|g| g["live"] == true)
+            .count();
+        assert_eq!(
+            live_grants,
+            usize::from(expected == "active"),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
 fn usage_is_counted_once_and_refused_whole_when_any_event_is_bad() {
     let app = TestApp::spawn();
     let (p, b, x) = (app.signup(), app.signup(), app.signup());

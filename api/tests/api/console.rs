@@ -27,8 +27,17 @@ struct Page {
 impl Page {
     /// The value of the first hidden `csrf` field on the page.
     fn csrf(&self) -> String {
-        let marker = "name=\"csrf\" value=\"";
-        let start = self.text.find(marker).expect("a form with a CSRF field") + marker.len();
+        self.hidden("csrf")
+    }
+
+    /// The value of the first field named `name` on the page.
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .text
+            .find(&marker)
+            .unwrap_or_else(|| panic!("a form with a {name} field"))
+            + marker.len();
         self.text[start..].split('"').next().unwrap().to_string()
     }
 
@@ -548,6 +557,85 @@ fn provider_text_is_escaped_everywhere_it_is_shown() {
 }
 
 #[test]
+fn stale_and_repeated_forms_say_what_happened() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let lid = listing(&app, &p, "Vetted rates", "");
+    let offer = |name: &str| {
+        let o = app.post(
+            &format!("/v1/listings/{lid}/offers"),
+            Some(&p.token),
+            json!({"name": name, "currency": "USD", "billing_interval": "monthly", "recurring_amount": 1234,
+                   "term_months": 1, "trial_days": 0, "requires_approval": true, "auto_renew_default": false}),
+        );
+        assert_eq!(o.status, 201, "{}", o.text);
+        o.json["id"].as_str().unwrap().to_string()
+    };
+    let (vetted, later) = (offer("Vetted"), offer("Later"));
+    let publish = app.post(
+        &format!("/v1/listings/{lid}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(publish.status, 200, "{}", publish.text);
+
+    // A message typed over two lines in the text area arrives as one paragraph.
+    let mut buyer = Browser::signed_in(&app, &b);
+    let shown = buyer.get(&format!("/console/listings/{lid}"));
+    let field = format!("message_{vetted}");
+    let asked = buyer.post(
+        "/console/subscriptions",
+        &[
+            ("csrf", &shown.csrf()),
+            ("offer_id", &vetted),
+            ("listing_id", &lid),
+            (&field, "Hello,\r\nwe are a lab"),
+        ],
+    );
+    assert_eq!(asked.status, 303, "{}", asked.text);
+    let request = &app.get("/v1/subscriptions", Some(&b.token)).json["data"][0];
+    assert_eq!(request["message"], "Hello, we are a lab");
+    let request_id = request["id"].as_str().unwrap().to_string();
+
+    // Approved twice (a double click): the second answer says why nothing happened.
+    let mut provider = Browser::signed_in(&app, &p);
+    let csrf = provider.get("/console/subscriptions").csrf();
+    let approve = format!("/console/subscriptions/{request_id}/approve");
+    assert_eq!(provider.post(&approve, &[("csrf", &csrf)]).status, 303);
+    let again = provider.post(&approve, &[("csrf", &csrf)]);
+    assert_eq!(again.status, 422);
+    assert!(
+        again.text.contains("There is a problem") && again.text.contains("cannot be answered"),
+        "{}",
+        again.text
+    );
+
+    // An offer archived while the page was open: the refusal is on top of the page.
+    let shown = buyer.get(&format!("/console/listings/{lid}"));
+    let archived = app.post(
+        &format!("/v1/offers/{later}/archive"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(archived.status, 200, "{}", archived.text);
+    let stale = buyer.post(
+        "/console/subscriptions",
+        &[
+            ("csrf", &shown.csrf()),
+            ("offer_id", &later),
+            ("listing_id", &lid),
+        ],
+    );
+    assert_eq!(stale.status, 422);
+    assert!(
+        stale.text.contains("The subscription was not created: ")
+            && stale.text.contains("archived"),
+        "{}",
+        stale.text
+    );
+}
+
+#[test]
 fn a_credit_note_over_what_remains_is_refused_next_to_its_field() {
     let app = TestApp::spawn();
     let (_, _, invoice, _) = two_invoices(&app);
@@ -603,18 +691,29 @@ fn a_credit_note_over_what_remains_is_refused_next_to_its_field() {
     );
     assert_eq!(unconfirmed.status, 422);
     assert!(unconfirmed.text.contains("f-confirm-error"));
-    let ok = f.post(
-        &format!("/console/invoices/{invoice}/credit-note"),
-        &[
-            ("csrf", &form.csrf()),
-            ("reason", "goodwill"),
-            (&field, "2.00"),
-            ("confirm", "yes"),
-        ],
-    );
+    let form_key = form.hidden("form_key");
+    let fields = [
+        ("csrf", form.csrf()),
+        ("form_key", form_key),
+        ("reason", "goodwill".to_string()),
+        (field.as_str(), "2.00".to_string()),
+        ("confirm", "yes".to_string()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ok = f.post(&format!("/console/invoices/{invoice}/credit-note"), &fields);
     assert_eq!(ok.status, 303, "{}", ok.text);
     let page = f.get(ok.location.as_deref().unwrap());
     assert!(page.text.contains("goodwill") && page.text.contains("2.00 USD"));
+    // The same form sent again (a double click, a reload) issues nothing more.
+    let again = f.post(&format!("/console/invoices/{invoice}/credit-note"), &fields);
+    assert_eq!(again.status, 303, "{}", again.text);
+    let notes = app
+        .get(&format!("/v1/invoices/{invoice}"), Some(&token))
+        .json["credit_notes"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(notes, 1);
     let csv = f.get("/console/invoices/export?status=open");
     assert_eq!(csv.status, 200);
     assert!(csv.text.starts_with("invoice_number,"), "{}", csv.text);

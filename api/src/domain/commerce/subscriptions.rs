@@ -170,6 +170,39 @@ fn load(conn: &mut DbConnection, id: &str) -> Result<Subscription> {
         .ok_or(Error::NotFound("subscription"))
 }
 
+/// The subscription, locked until the transaction ends: every change to one reads it so, and
+/// so sees the change made before it (PostgreSQL runs two at once otherwise).
+fn load_locked(conn: &mut DbConnection, id: &str) -> Result<Subscription> {
+    schema::locks::subscription(conn, id).map_err(|e| match e {
+        diesel::result::Error::NotFound => Error::NotFound("subscription"),
+        e => e.into(),
+    })?;
+    load(conn, id)
+}
+
+/// Whether the offer and its listing still take new subscriptions, read under share locks:
+/// an archive that commits first is seen here, a later one waits for this transaction (and
+/// the subscription it makes runs its course).
+fn still_taking_subscriptions(
+    conn: &mut DbConnection,
+    offer_id: &str,
+    listing_id: &str,
+) -> Result<()> {
+    if schema::locks::offer_state(conn, offer_id)? != "active" {
+        return Err(Error::conflict(
+            "offer_archived",
+            "this offer is archived and takes no new subscriptions",
+        ));
+    }
+    if schema::locks::listing_state(conn, listing_id)? != "published" {
+        return Err(Error::conflict(
+            "listing_not_published",
+            "this listing is not published",
+        ));
+    }
+    Ok(())
+}
+
 /// A subscription the caller takes part in (subscriber or provider; platform staff see all);
 /// anyone else gets 404.
 pub fn visible(conn: &mut DbConnection, caller: &Caller, id: &str) -> Result<Subscription> {
@@ -289,20 +322,9 @@ pub fn create(
             "an organization cannot subscribe to its own listing",
         ));
     }
-    if offer.state != "active" {
-        return Err(Error::conflict(
-            "offer_archived",
-            "this offer is archived and takes no new subscriptions",
-        ));
-    }
-    if listing.state != "published" {
-        return Err(Error::conflict(
-            "listing_not_published",
-            "this listing is not published",
-        ));
-    }
     transaction(conn, |conn| {
         let now = db_time(clock.now());
+        still_taking_subscriptions(conn, &offer.id, &listing.id)?;
         let live: i64 = subscriptions::table
             .filter(subscriptions::organization_id.eq(&caller.organization_id))
             .filter(subscriptions::offer_id.eq(&offer.id))
@@ -445,7 +467,7 @@ fn decide(
     caller.require(Capability::Write)?;
     transaction(conn, |conn| {
         let now = db_time(clock.now());
-        let mut s = load(conn, id)?;
+        let mut s = load_locked(conn, id)?;
         if s.status != "pending_approval" {
             return Err(Error::conflict(
                 "invalid_state",
@@ -454,27 +476,12 @@ fn decide(
         }
         s.decision_reason = reason.clone();
         if approve {
+            // Approving starts a subscription: what archiving promised (no new ones) holds.
+            still_taking_subscriptions(conn, &s.offer_id, &s.listing_id)?;
             let offer: Offer = offers::table
                 .find(&s.offer_id)
                 .select(Offer::as_select())
                 .first(conn)?;
-            // Approving starts a subscription: what archiving promised (no new ones) holds.
-            if offer.state != "active" {
-                return Err(Error::conflict(
-                    "offer_archived",
-                    "this offer is archived and takes no new subscriptions",
-                ));
-            }
-            let listing_state: String = listings::table
-                .find(&s.listing_id)
-                .select(listings::state)
-                .first(conn)?;
-            if listing_state != "published" {
-                return Err(Error::conflict(
-                    "listing_not_published",
-                    "this listing is not published",
-                ));
-            }
             activate(conn, &mut s, &offer, now)?;
         } else {
             s.status = "rejected".into();
@@ -546,7 +553,7 @@ pub fn cancel(
     caller.require(Capability::Write)?;
     transaction(conn, |conn| {
         let now = db_time(clock.now());
-        let mut s = load(conn, id)?;
+        let mut s = load_locked(conn, id)?;
         match (s.status.as_str(), req.immediately) {
             ("pending_approval", _) | ("active", true) => {
                 s.status = "cancelled".into();
@@ -615,7 +622,7 @@ pub fn update(
         return view(conn, s);
     };
     transaction(conn, |conn| {
-        let mut s = load(conn, id)?;
+        let mut s = load_locked(conn, id)?;
         if s.status != "active" {
             return Err(Error::conflict(
                 "invalid_state",
