@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::domain::idempotency::{self, Begin, RequestKey, StoredResponse};
 use crate::domain::ids::new_id;
+use crate::domain::validate::integral_numbers;
 use crate::domain::Error;
 use crate::routes::extract::{authenticate, client_address, JSON_LIMIT};
 use crate::routes::problem::{Problem, PROBLEM_JSON};
@@ -281,14 +282,17 @@ pub async fn idempotency(
 }
 
 /// The body as an idempotency key's request hash reads it: JSON in one spelling (keys sorted,
-/// no spaces; no body at all as `{}`, as handlers read it), so a retry that serializes the
-/// same request again matches; anything else as its bytes.
+/// no spaces, `1.0` and `1e0` as `1` as handlers read them; no body at all as `{}`), so a
+/// retry that serializes the same request again matches; anything else as its bytes.
 fn canonical_body(body: &[u8]) -> Cow<'_, [u8]> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Cow::Borrowed(b"{}");
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value) => serde_json::to_vec(&value).map_or(Cow::Borrowed(body), Cow::Owned),
+        Ok(mut value) => {
+            integral_numbers(&mut value);
+            serde_json::to_vec(&value).map_or(Cow::Borrowed(body), Cow::Owned)
+        }
         Err(_) => Cow::Borrowed(body),
     }
 }
@@ -344,6 +348,14 @@ mod tests {
             canonical_body(br#"{"a":"1"}"#)
         );
         assert_eq!(canonical_body(b""), canonical_body(b" {} "));
+        assert_eq!(
+            canonical_body(br#"{"n":100}"#),
+            canonical_body(br#"{"n":1e2}"#)
+        );
+        assert_eq!(
+            canonical_body(br#"{"n":100}"#),
+            canonical_body(br#"{"n":100.0}"#)
+        );
         assert_eq!(&*canonical_body(b"{not json"), b"{not json");
     }
 }

@@ -52,9 +52,13 @@ impl CurrencyCode {
 
     /// An amount in ISO minor units as Stripe's API counts it (MGA 1500.00, kept as
     /// 150000, is 1500 to Stripe; ISK 500 is 50000). `None` when Stripe cannot carry it
-    /// exactly (MGA 1500.55) or it overflows.
+    /// exactly (MGA 1500.55; BHD 1.235, since Stripe takes three-decimal amounts in steps of
+    /// ten) or it overflows.
     pub fn to_stripe_amount(self, minor: i64) -> Option<i64> {
         let (iso, stripe) = (self.exponent(), self.stripe_exponent());
+        if stripe == 3 && minor % 10 != 0 {
+            return None;
+        }
         if stripe >= iso {
             minor.checked_mul(10i64.checked_pow(stripe - iso)?)
         } else {
@@ -86,6 +90,7 @@ mod tests {
         assert_eq!(code("USD").to_stripe_amount(1234), Some(1234));
         assert_eq!(code("JPY").to_stripe_amount(500), Some(500));
         assert_eq!(code("BHD").to_stripe_amount(1230), Some(1230));
+        assert_eq!(code("BHD").to_stripe_amount(1235), None);
         assert_eq!(code("MGA").to_stripe_amount(150_000), Some(1500));
         assert_eq!(code("MGA").to_stripe_amount(150_055), None);
         assert_eq!(code("MGA").from_stripe_amount(1500), Some(150_000));

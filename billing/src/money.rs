@@ -15,8 +15,8 @@ pub enum MoneyError {
 }
 
 /// The largest amount one invoice line may carry, minor units (10 trillion dollars): far
-/// above any real charge, and far enough below `i64::MAX` that the sums of a period's
-/// lines in reports and invoices stay exact.
+/// above any real charge, and 9,223 times below `i64::MAX`, so sums of a period's lines
+/// overflow (a checked error) only past thousands of such lines.
 pub const MAX_LINE_AMOUNT: i64 = 1_000_000_000_000_000;
 
 /// An amount in minor units (cents; yen for JPY) of one currency.

@@ -638,6 +638,14 @@ fn a_run_bills_no_period_after_the_current_term_and_reads_its_period_strictly() 
             "{later}"
         );
     }
+    // Once the term renews, its first period is billed.
+    app.clock.set(at(2026, 2, 6));
+    api::domain::commerce::lifecycle::run_once(&mut app.db.connect(), &app.clock).unwrap();
+    let fin = app.again(&fin);
+    run(&app, &fin, "2026-02");
+    let february = invoices(&app, &fin, "period=2026-02");
+    assert_eq!(february.len(), 1, "the renewed term is billed");
+    assert_eq!(amount(&february[0]["total"]), 50000);
     for bad in ["2026-+1", "+026-01", "2026-1 "] {
         let r = app.post("/v1/billing-runs", Some(&fin.token), json!({"period": bad}));
         assert_eq!(r.status, 422, "{bad}: {}", r.text);
@@ -646,16 +654,22 @@ fn a_run_bills_no_period_after_the_current_term_and_reads_its_period_strictly() 
 }
 
 #[test]
-fn usage_beyond_the_largest_line_is_reported_and_the_reports_still_answer() {
+fn usage_beyond_the_largest_line_is_left_off_and_reported_and_the_rest_billed() {
     let app = TestApp::spawn();
     app.clock.set(at(2026, 1, 5));
-    let (fin, p, b) = (platform(&app, "finance"), app.signup(), app.signup());
+    let (fin, p, other, b) = (
+        platform(&app, "finance"),
+        app.signup(),
+        app.signup(),
+        app.signup(),
+    );
     let huge = offer(
         &app,
         &p,
         json!({"recurring_amount": 0, "usage_prices": [{"metric": "queries", "model": "per_unit", "unit_amount_decimal": "999999999999"}]}),
     );
     let s = subscribe(&app, &b, &huge);
+    subscribe(&app, &b, &offer(&app, &other, json!({})));
     app.clock.advance(Duration::seconds(5));
     let ts = app.clock.now_for_tests().to_rfc3339();
     let r = app.post(
@@ -673,7 +687,19 @@ fn usage_beyond_the_largest_line_is_reported_and_the_reports_still_answer() {
         error.contains(&s) && error.contains("largest a line may carry"),
         "{error}"
     );
-    assert!(invoices(&app, &fin, "period=2026-01").is_empty());
+    // The other provider's fee is billed; the usage that cannot be is not.
+    let drafts = invoices(&app, &fin, "period=2026-01");
+    assert_eq!(drafts.len(), 1);
+    let draft = invoice(&app, &fin, drafts[0]["id"].as_str().unwrap());
+    assert_eq!(amount(&draft["total"]), 50000, "{draft}");
+    assert!(
+        draft["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["source"] != "usage"),
+        "{draft}"
+    );
     let report = app.get("/v1/reports/revenue?period=2026-01", Some(&fin.token));
     assert_eq!(report.status, 200, "{}", report.text);
 }

@@ -729,6 +729,17 @@ fn an_open_invoice_credited_to_nothing_is_paid_and_never_collected() {
     assert_eq!(void.status, 409, "{}", void.text);
     assert_eq!(collect(&app, &stripe).cancelled, 1);
     assert_eq!(mock.payment_intents_created(), 0);
+    // Nothing was received: the provider's payout neither counts the invoice nor its credits.
+    let payouts = app.get("/v1/payout-statements?period=2026-11", Some(&fin.token));
+    assert_eq!(payouts.status, 200, "{}", payouts.text);
+    assert_eq!(payouts.json["data"], json!([]), "{}", payouts.text);
+    // Revenue counts the invoice and takes its credits back, in the same month.
+    let revenue = app.get("/v1/reports/revenue?period=2026-11", Some(&fin.token));
+    assert_eq!(
+        revenue.json["data"][0]["gross"]["amount"], 0,
+        "{}",
+        revenue.text
+    );
 }
 
 #[test]

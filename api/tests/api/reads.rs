@@ -335,6 +335,16 @@ fn a_private_listing_no_longer_shared_serves_its_subscriber_to_the_term_end_and_
     );
     assert_eq!(shared.status, 200, "{}", shared.text);
     let sub = subscribe_renewing(&app, &b, &s.offer);
+    let pending = app.post(
+        "/v1/subscriptions",
+        Some(&b.token),
+        json!({"offer_id": s.approval_offer}),
+    );
+    assert_eq!(
+        pending.json["status"], "pending_approval",
+        "{}",
+        pending.text
+    );
     let unshared = app.patch(
         &listing,
         Some(&p.token),
@@ -377,5 +387,15 @@ fn a_private_listing_no_longer_shared_serves_its_subscriber_to_the_term_end_and_
         json!({"auto_renew": true}),
     );
     assert_eq!(renew.problem(409), "not_renewable");
+    // Nor does a request made while it was shared start a subscription now.
+    let approve = app.post(
+        &format!(
+            "/v1/subscriptions/{}/approve",
+            pending.json["id"].as_str().unwrap()
+        ),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(approve.problem(409), "listing_not_shared");
     expires_at_its_term_end(&app, &b, &sub, &s.asset);
 }

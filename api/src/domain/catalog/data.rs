@@ -340,23 +340,6 @@ pub fn finalize_revision(
 ) -> Result<RevisionView> {
     let revision = owned_revision(conn, caller, revision_id)?;
     transaction(conn, |conn| {
-        // An archived listing's data stays as it was: its subscribers get no new revision.
-        if schema::locks::listing_state(conn, &revision.listing_id)? == "archived" {
-            return Err(Error::conflict(
-                "listing_archived",
-                "an archived listing takes no new revisions",
-            ));
-        }
-        let files: i64 = assets::table
-            .filter(assets::revision_id.eq(revision_id))
-            .count()
-            .get_result(conn)?;
-        if files == 0 {
-            return Err(Error::conflict(
-                "empty_revision",
-                "an empty revision cannot be finalized; upload an asset first",
-            ));
-        }
         let changed = diesel::update(
             revisions::table
                 .find(revision_id)
@@ -371,6 +354,24 @@ pub fn finalize_revision(
             return Err(Error::conflict(
                 "invalid_state",
                 "only an open revision can be finalized",
+            ));
+        }
+        // An archived listing's data stays as it was: its subscribers get no new revision.
+        // (The revision's row first, then the listing's, as an upload locks them.)
+        if schema::locks::listing_state(conn, &revision.listing_id)? == "archived" {
+            return Err(Error::conflict(
+                "listing_archived",
+                "an archived listing takes no new revisions",
+            ));
+        }
+        let files: i64 = assets::table
+            .filter(assets::revision_id.eq(revision_id))
+            .count()
+            .get_result(conn)?;
+        if files == 0 {
+            return Err(Error::conflict(
+                "empty_revision",
+                "an empty revision cannot be finalized; upload an asset first",
             ));
         }
         audit::record(

@@ -476,8 +476,19 @@ fn decide(
         }
         s.decision_reason = reason.clone();
         if approve {
-            // Approving starts a subscription: what archiving promised (no new ones) holds.
+            // Approving starts a subscription: what archiving promised (no new ones) holds,
+            // and so does taking an organization off a private listing.
             still_taking_subscriptions(conn, &s.offer_id, &s.listing_id)?;
+            let listing: Listing = listings::table
+                .find(&s.listing_id)
+                .select(Listing::as_select())
+                .first(conn)?;
+            if !can_see(conn, Some(&s.organization_id), &listing)? {
+                return Err(Error::conflict(
+                    "listing_not_shared",
+                    "the listing is no longer shared with the organization that asked",
+                ));
+            }
             let offer: Offer = offers::table
                 .find(&s.offer_id)
                 .select(Offer::as_select())

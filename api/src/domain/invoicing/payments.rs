@@ -629,7 +629,8 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
         return Ok(false);
     };
     let stripe_received = pi.amount_received.unwrap_or(pi.amount);
-    let received = pi.minor_units(stripe_received).unwrap_or(0);
+    let exact = pi.minor_units(stripe_received);
+    let received = exact.unwrap_or(0);
     let due = amount_due(&invoice);
     let unapplied = if invoice.status != "open" {
         Some(format!("the invoice is {}", invoice.status))
@@ -639,7 +640,7 @@ fn succeeded(conn: &mut DbConnection, clock: &dyn Clock, pi: &PaymentIntentObjec
             pi.currency.to_uppercase(),
             invoice.currency
         ))
-    } else if pi.minor_units(stripe_received).is_none() {
+    } else if exact.is_none() {
         Some(format!(
             "{stripe_received} in Stripe's units of {} has no exact amount in minor units",
             invoice.currency

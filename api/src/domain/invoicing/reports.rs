@@ -60,10 +60,17 @@ pub fn provider_report(
         Basis::Revenue => &["open", "paid"],
         Basis::Payouts => &["paid"],
     };
+    // Payouts count money received: an invoice settled by credit notes alone (paid with
+    // nothing paid) brought in nothing, so neither its lines nor its credits count.
+    let least_paid: i64 = match basis {
+        Basis::Revenue => 0,
+        Basis::Payouts => 1,
+    };
     let mut lines_q = invoice_lines::table
         .inner_join(invoices::table)
         .filter(invoices::period.eq(month.to_string()))
         .filter(invoices::status.eq_any(statuses))
+        .filter(invoices::amount_paid.ge(least_paid))
         .select((
             invoice_lines::provider_organization_id,
             invoices::currency,
@@ -78,6 +85,7 @@ pub fn provider_report(
         .filter(credit_notes::created_at.ge(month.start()))
         .filter(credit_notes::created_at.lt(month.end()))
         .filter(invoices::status.eq_any(statuses))
+        .filter(invoices::amount_paid.ge(least_paid))
         .select((
             credit_note_lines::provider_organization_id,
             invoices::currency,

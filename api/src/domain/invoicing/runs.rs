@@ -77,6 +77,8 @@ struct Tally {
     created: i32,
     updated: i32,
     removed: i32,
+    /// Usage left off a draft because it cannot be billed (reported with the failures).
+    unbillable: Vec<Failure>,
 }
 
 /// Starts a run for `period`; `progress` hears (customers done, customers in all).
@@ -170,6 +172,7 @@ pub fn bill_period(
         done += chunk.len();
         progress(done, total);
     }
+    failures.append(&mut tally.unbillable);
     let row = BillingRun {
         id: new_id("brun"),
         period: month.to_string(),
@@ -339,7 +342,7 @@ struct RunInputs {
     defaults: BillingDefaults,
     /// Who started the run, for the credit notes it issues.
     started_by: String,
-    /// Subscriptions with late lines on live invoices of the months after this one: the
+    /// Subscriptions with late lines on final invoices of the months after this one: the
     /// month's invoice was finalized, then voided, so those lines bill part of its charges.
     billed_later: HashSet<String>,
 }
@@ -385,17 +388,22 @@ impl RunInputs {
     }
 }
 
+/// The `LATE_LOOKBACK_MONTHS` periods from `month` on, one `step` at a time (`month`
+/// itself not included).
+fn lookback(month: Month, step: fn(Month) -> Month) -> Vec<String> {
+    std::iter::successors(Some(step(month)), |m| Some(step(*m)))
+        .take(LATE_LOOKBACK_MONTHS)
+        .map(|m| m.to_string())
+        .collect()
+}
+
 /// The live invoices of `month` and the months a run looks back to, in one query.
 fn live_invoices(
     conn: &mut DbConnection,
     month: Month,
 ) -> Result<HashMap<(String, String, String), Invoice>> {
     let mut periods = vec![month.to_string()];
-    let mut earlier = month;
-    for _ in 0..LATE_LOOKBACK_MONTHS {
-        earlier = earlier.previous();
-        periods.push(earlier.to_string());
-    }
+    periods.extend(lookback(month, Month::previous));
     let rows: Vec<Invoice> = invoices::table
         .filter(invoices::period.eq_any(&periods))
         .filter(invoices::status.ne("void"))
@@ -419,16 +427,11 @@ fn live_invoices(
 /// The subscriptions with late lines on live invoices of the months a run of `month` could
 /// have put them on (see `RunInputs::billed_later`).
 fn billed_later(conn: &mut DbConnection, month: Month) -> Result<HashSet<String>> {
-    let mut periods = Vec::new();
-    let mut later = month;
-    for _ in 0..LATE_LOOKBACK_MONTHS {
-        later = later.next();
-        periods.push(later.to_string());
-    }
+    let periods = lookback(month, Month::next);
     Ok(invoice_lines::table
         .inner_join(invoices::table)
         .filter(invoices::period.eq_any(&periods))
-        .filter(invoices::status.ne("void"))
+        .filter(invoices::status.eq_any(["open", "paid"]))
         .filter(invoice_lines::charge_key.like("late:%"))
         .select(invoice_lines::subscription_id)
         .distinct()
@@ -491,31 +494,47 @@ fn billable<'a>(
     })
 }
 
+/// What a subscription owes for a month.
+struct Rated {
+    charges: Vec<Charge>,
+    /// Usage that cannot be billed (beyond the largest line): its charge key and why. It is
+    /// left off the draft and reported, and the rest of the customer's charges are billed.
+    unbillable: Vec<(String, String)>,
+}
+
+impl Rated {
+    /// Whether the month rates (or would rate, but cannot bill) a charge with this key.
+    fn covers(&self, key: &str) -> bool {
+        self.charges.iter().any(|c| c.key == key) || self.unbillable.iter().any(|(k, _)| k == key)
+    }
+}
+
 /// Everything `b` owes for `month`: fees of periods starting in it, and rated usage.
-fn charges_for(
-    b: &Billable<'_>,
-    month: Month,
-    usage: &HashMap<(String, String), i64>,
-) -> Result<Vec<Charge>> {
-    let mut out = charges::recurring(&b.terms, month);
+fn charges_for(b: &Billable<'_>, month: Month, usage: &HashMap<(String, String), i64>) -> Rated {
+    let mut rated = Rated {
+        charges: charges::recurring(&b.terms, month),
+        unbillable: Vec::new(),
+    };
     for price in &b.prices {
         let quantity = usage
             .get(&(b.sub.id.clone(), price.metric.clone()))
             .copied()
             .unwrap_or(0);
-        if quantity > 0 {
-            out.push(charges::usage(price, month, quantity).map_err(|e| {
-                Error::conflict(
-                    "unbillable_usage",
-                    format!(
-                        "subscription {}: {} units of {} in {month}: {e}",
-                        b.sub.id, quantity, price.metric
-                    ),
-                )
-            })?);
+        if quantity <= 0 {
+            continue;
+        }
+        match charges::usage(price, month, quantity) {
+            Ok(charge) => rated.charges.push(charge),
+            Err(e) => rated.unbillable.push((
+                charges::usage_key(&price.metric, month),
+                format!(
+                    "subscription {}: {quantity} units of {} in {month} were not billed: {e}",
+                    b.sub.id, price.metric
+                ),
+            )),
         }
     }
-    Ok(out)
+    rated
 }
 
 /// Builds the customer's drafts of the month: existing drafts are rewritten at once, new
@@ -551,16 +570,24 @@ fn build_customer(
         }
         let draft_id = existing.as_ref().map(|d| d.id.as_str());
         let mut lines: Vec<(String, Charge)> = Vec::new();
+        let mut unbillable: Vec<String> = Vec::new();
         for b in &group {
-            for c in charges_for(b, month, &inputs.usage)? {
+            let rated = charges_for(b, month, &inputs.usage);
+            unbillable.extend(rated.unbillable.into_iter().map(|(_, why)| why));
+            for c in rated.charges {
                 if !inputs.billed_later.contains(&b.sub.id) {
                     lines.push((b.sub.id.clone(), c));
                     continue;
                 }
-                // Billed again after a void: what later invoices billed for it late stays
-                // billed there, and this line bills the rest.
+                // Billed again after a void: what later final invoices billed for it late
+                // stays billed there, and this line bills the rest (a later draft is
+                // rebuilt by its own run, from what this month then bills).
                 let billed = billed_lines(conn, &b.sub.id, &c.key, draft_id)?;
-                let net: i64 = billed.iter().map(Billed::net).sum();
+                let net: i64 = billed
+                    .iter()
+                    .filter(|b| b.invoice_status != "draft")
+                    .map(Billed::net)
+                    .sum();
                 if let Some(rest) = charges::unbilled_part(&c, net) {
                     lines.push((b.sub.id.clone(), rest));
                 }
@@ -575,7 +602,14 @@ fn build_customer(
             &currency,
             &group,
             existing.as_ref(),
+            &mut unbillable,
         )?);
+        tally
+            .unbillable
+            .extend(unbillable.into_iter().map(|error| Failure {
+                customer_id: customer.to_string(),
+                error,
+            }));
         let draft = Draft {
             customer,
             month,
@@ -595,6 +629,7 @@ fn tally_merge(into: &mut Tally, t: Tally) {
     into.created += t.created;
     into.updated += t.updated;
     into.removed += t.removed;
+    into.unbillable.extend(t.unbillable);
 }
 
 /// The customer's invoice for the period and currency that is not void, if any.
@@ -628,6 +663,7 @@ fn late_charges(
     currency: &str,
     group: &[&Billable<'_>],
     draft: Option<&Invoice>,
+    unbillable: &mut Vec<String>,
 ) -> Result<Vec<(String, Charge)>> {
     let mut out = Vec::new();
     let mut earlier = inputs.month;
@@ -642,9 +678,10 @@ fn late_charges(
         let subs: Vec<&Subscription> = group.iter().map(|b| b.sub).collect();
         let usage = usage_totals(conn, earlier, &subs)?;
         for b in group {
-            let rated = charges_for(b, earlier, &usage)?;
+            let rated = charges_for(b, earlier, &usage);
             credit_no_longer_owed(conn, clock, inputs, &invoice, b, &rated, draft)?;
-            for charge in rated {
+            unbillable.extend(rated.unbillable.into_iter().map(|(_, why)| why));
+            for charge in rated.charges {
                 let billed =
                     billed_lines(conn, &b.sub.id, &charge.key, draft.map(|d| d.id.as_str()))?;
                 let net: i64 = billed.iter().map(Billed::net).sum();
@@ -679,7 +716,7 @@ fn credit_no_longer_owed(
     inputs: &RunInputs,
     invoice: &Invoice,
     b: &Billable<'_>,
-    rated: &[Charge],
+    rated: &Rated,
     draft: Option<&Invoice>,
 ) -> Result<()> {
     let billed: Vec<(String, String)> = invoice_lines::table
@@ -689,7 +726,7 @@ fn credit_no_longer_owed(
         .select((invoice_lines::charge_key, invoice_lines::description))
         .load(conn)?;
     for (key, description) in billed {
-        if rated.iter().any(|c| c.key == key) {
+        if rated.covers(&key) {
             continue;
         }
         let lines = billed_lines(conn, &b.sub.id, &key, draft.map(|d| d.id.as_str()))?;
