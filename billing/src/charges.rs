@@ -329,7 +329,8 @@ mod tests {
             let whole = usage(&price, month, first + later).unwrap();
             let rest = unbilled_part(&whole, billed_late).map(|c| c.amount).unwrap_or(0);
             // More than the whole billed already (a volume price's cheaper tier) leaves
-            // nothing to bill here; the excess is credited once the month is final again.
+            // nothing to bill here; the excess stays on the later invoice until a run that
+            // looks back at this month, once it is final again, credits it.
             prop_assert_eq!(rest, (whole.amount - billed_late).max(0));
         }
 

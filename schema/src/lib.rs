@@ -636,10 +636,12 @@ pub mod locks {
     /// after the other and the second sees the first.
     pub fn subscription(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
         match conn {
+            // Not FOR UPDATE: rows that reference the subscription (lines, events, grants)
+            // are still inserted meanwhile.
             DbConnection::Postgresql(c) => subscriptions::table
                 .find(id)
                 .select(subscriptions::id)
-                .for_update()
+                .for_no_key_update()
                 .first::<String>(c)
                 .map(|_| ()),
             DbConnection::Sqlite(_) => Ok(()),

@@ -602,12 +602,18 @@ fn remaining(l: &invoices::LineView) -> i64 {
     l.amount.amount - l.amount_credited.amount
 }
 
+/// The credit-note form; `form_key` is the key of the form being sent again, `None` for a
+/// new one.
 fn credit_page(
     s: &Session,
     i: &InvoiceView,
     form: &super::session::Form,
+    form_key: Option<&str>,
     errors: &FormErrors,
 ) -> Markup {
+    let form_key = form_key
+        .filter(|k| !k.is_empty())
+        .map_or_else(|| new_id("frm"), str::to_string);
     html! {
         p.crumbs { a href={ "/console/invoices/" (i.id) } { (invoice_title(i)) } }
         h1 { "Issue a credit note" }
@@ -618,7 +624,6 @@ fn credit_page(
             (csrf_field(&s.csrf))
             // One credit note per form shown: a second submission (a double click, a reload)
             // finds the first one's key and issues nothing.
-            @let form_key = form.get("form_key").map(str::to_string).unwrap_or_else(|| new_id("frm"));
             input type="hidden" name="form_key" value=(form_key);
             (Input::new("reason", "Reason", &form.text("reason")).hint("Shown to the customer, up to 500 characters").required().render(errors))
             fieldset {
@@ -650,7 +655,7 @@ fn credit_page(
 pub async fn credit_form(state: State, s: Session, id: Id) -> Reply {
     s.caller.require(Capability::PlatformBilling)?;
     let i = load(&state, &s, id.into_inner()).await?;
-    let body = credit_page(&s, &i, &Default::default(), &FormErrors::default());
+    let body = credit_page(&s, &i, &Default::default(), None, &FormErrors::default());
     Ok(page(
         &s.viewer(),
         Section::Invoices,
@@ -668,6 +673,7 @@ pub async fn credit(state: State, posted: Posted, id: Id) -> Reply {
     s.caller.require(Capability::PlatformBilling)?;
     let i = load(&state, &s, id.clone()).await?;
     let mut errors = FormErrors::default();
+    let mut fresh_form = false;
     let mut lines: Vec<(String, CreditLineRequest)> = Vec::new();
     if let Ok(currency) = billing::currency::CurrencyCode::parse(&i.currency) {
         for l in &i.lines {
@@ -720,7 +726,7 @@ pub async fn credit(state: State, posted: Posted, id: Id) -> Reply {
                     let key = key?;
                     let hash = hex::encode(Sha256::digest(format!("{request:?}")));
                     idempotency::once(conn, clock.as_ref(), &key, &hash, |conn| {
-                        invoices::credit(conn, clock.as_ref(), &caller, &target, request)
+                        invoices::credit(conn, clock.as_ref(), &caller, &target, request.clone())
                     })
                     .map(|_| ())
                 }
@@ -730,15 +736,19 @@ pub async fn credit(state: State, posted: Posted, id: Id) -> Reply {
             })
             .await;
         match done {
-            // Issued now, or by this form's first submission (still running, or done).
-            Ok(())
-            | Err(Error::Conflict {
-                code: "idempotency_key_in_flight",
-                ..
-            }) => {
+            // Issued now, or by this form's first submission.
+            Ok(()) => {
                 return Ok(see_other(&format!(
                     "/console/invoices/{id}?notice=credited"
                 )))
+            }
+            Err(Error::IdempotencyMismatch(_)) => {
+                errors.push(
+                    "",
+                    "This form was already sent with other amounts, and that credit note was \
+                     issued. To credit more, check the amounts and send this new form.",
+                );
+                fresh_form = true;
             }
             Err(Error::Validation(found)) => {
                 for e in found {
@@ -749,7 +759,8 @@ pub async fn credit(state: State, posted: Posted, id: Id) -> Reply {
             Err(e) => return Err(e.into()),
         }
     }
-    let body = credit_page(&s, &i, &form, &errors);
+    let form_key = (!fresh_form).then(|| form.text("form_key"));
+    let body = credit_page(&s, &i, &form, form_key.as_deref(), &errors);
     Ok(page_status(
         StatusCode::UNPROCESSABLE_ENTITY,
         &s.viewer(),
@@ -809,7 +820,7 @@ fn runs_page(
                 h2 { "Run for " (r.period) " finished" }
                 p {
                     (r.invoices_created) " invoice(s) created, " (r.invoices_updated) " updated, "
-                    (r.invoices_removed) " removed; " (r.failures.len()) " customer(s) failed."
+                    (r.invoices_removed) " removed; " (r.failures.len()) " problem(s) to look at."
                 }
                 @if !r.failures.is_empty() {
                     ul { @for f in &r.failures { li { span.mono { (f.customer_id) } ": " (f.error) } } }
@@ -837,7 +848,7 @@ fn runs_page(
                     thead { tr {
                         th scope="col" { "Run" } th scope="col" { "Period" } th scope="col" { "Started" }
                         th.num scope="col" { "Created" } th.num scope="col" { "Updated" } th.num scope="col" { "Removed" }
-                        th.num scope="col" { "Failures" } th scope="col" { "Invoices" }
+                        th.num scope="col" { "Problems" } th scope="col" { "Invoices" }
                     } }
                     tbody {
                         @for r in list {

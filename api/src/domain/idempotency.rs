@@ -8,6 +8,7 @@ use schema::schema::idempotency_keys as ik;
 use schema::DbConnection;
 
 use super::clock::{db_time, Clock};
+use super::db::transaction;
 use super::error::{Error, Result};
 
 /// How long a request may stay in flight before its key is considered abandoned (a crash).
@@ -98,7 +99,11 @@ pub fn begin(
         response_body: None,
         created_at: db_time(now),
     };
-    match diesel::insert_into(ik::table).values(&row).execute(conn) {
+    // In a savepoint of its own: inside a caller's transaction (`once`), a key already
+    // taken must not abort the transaction (PostgreSQL would refuse every later statement).
+    let inserted =
+        conn.transaction(|conn| diesel::insert_into(ik::table).values(&row).execute(conn));
+    match inserted {
         Ok(_) => return Ok(Begin::Proceed),
         Err(e) if schema::is_unique_violation(&e) => {}
         Err(e) => return Err(e.into()),
@@ -139,35 +144,30 @@ pub fn begin(
     }
 }
 
-/// Runs `work` once for this key: a repeat of the same request after it succeeded does
-/// nothing (`Ok(None)`), one while it runs is 409 `idempotency_key_in_flight`, and a failure
-/// releases the key. For callers that answer the same way each time (the console's forms),
-/// so no response is stored.
+/// Runs `work` once for this key, in one transaction with the key: a repeat of the same
+/// request after it succeeded does nothing (`Ok(None)`), one that arrives meanwhile waits for
+/// it, and a failure leaves no trace. For callers that answer the same way each time (the
+/// console's forms), so no response is stored.
 pub fn once<T>(
     conn: &mut DbConnection,
     clock: &dyn Clock,
     key: &RequestKey,
     request_hash: &str,
-    work: impl FnOnce(&mut DbConnection) -> Result<T>,
+    work: impl Fn(&mut DbConnection) -> Result<T>,
 ) -> Result<Option<T>> {
-    if let Begin::Replay(_) = begin(conn, clock, key, request_hash)? {
-        return Ok(None);
-    }
-    match work(conn) {
-        Ok(done) => {
-            let answered = StoredResponse {
-                status: 200,
-                content_type: None,
-                body: Vec::new(),
-            };
-            complete(conn, key, &answered)?;
-            Ok(Some(done))
+    transaction(conn, |conn| {
+        if let Begin::Replay(_) = begin(conn, clock, key, request_hash)? {
+            return Ok(None);
         }
-        Err(e) => {
-            abandon(conn, key)?;
-            Err(e)
-        }
-    }
+        let done = work(conn)?;
+        let answered = StoredResponse {
+            status: 200,
+            content_type: None,
+            body: Vec::new(),
+        };
+        complete(conn, key, &answered)?;
+        Ok(Some(done))
+    })
 }
 
 fn in_flight() -> Error {

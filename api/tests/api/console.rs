@@ -714,6 +714,25 @@ fn a_credit_note_over_what_remains_is_refused_next_to_its_field() {
         .unwrap()
         .len();
     assert_eq!(notes, 1);
+    // The same form with other amounts: refused with a reason, and a new form to send.
+    let other: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|&(k, v)| {
+            if k == field.as_str() {
+                (k, "3.00")
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let changed = f.post(&format!("/console/invoices/{invoice}/credit-note"), &other);
+    assert_eq!(changed.status, 422, "{}", changed.text);
+    assert!(
+        changed.text.contains("already sent with other amounts"),
+        "{}",
+        changed.text
+    );
+    assert_ne!(changed.hidden("form_key"), form.hidden("form_key"));
     let csv = f.get("/console/invoices/export?status=open");
     assert_eq!(csv.status, 200);
     assert!(csv.text.starts_with("invoice_number,"), "{}", csv.text);

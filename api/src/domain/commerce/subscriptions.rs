@@ -203,6 +203,15 @@ fn still_taking_subscriptions(
     Ok(())
 }
 
+/// Whether the listing, as it is now, is shown to the organization (`catalog::can_see`).
+fn shown_to(conn: &mut DbConnection, organization_id: &str, listing_id: &str) -> Result<bool> {
+    let listing: Listing = listings::table
+        .find(listing_id)
+        .select(Listing::as_select())
+        .first(conn)?;
+    can_see(conn, Some(organization_id), &listing)
+}
+
 /// A subscription the caller takes part in (subscriber or provider; platform staff see all);
 /// anyone else gets 404.
 pub fn visible(conn: &mut DbConnection, caller: &Caller, id: &str) -> Result<Subscription> {
@@ -311,11 +320,6 @@ pub fn create(
     }
     let listing: Listing = readable_listing(conn, Some(&caller.organization_id), &offer.listing_id)
         .map_err(|_| Error::NotFound("offer"))?;
-    // A subscriber finds a private listing no longer shared with it while its subscription
-    // runs, but may not take a new one.
-    if listing.state == "published" && !can_see(conn, Some(&caller.organization_id), &listing)? {
-        return Err(Error::NotFound("offer"));
-    }
     if listing.organization_id == caller.organization_id {
         return Err(Error::conflict(
             "own_listing",
@@ -325,6 +329,12 @@ pub fn create(
     transaction(conn, |conn| {
         let now = db_time(clock.now());
         still_taking_subscriptions(conn, &offer.id, &listing.id)?;
+        // A subscriber finds a private listing no longer shared with it while its
+        // subscription runs, but may not take a new one (read under the listing's share
+        // lock, so a change of the list commits before or after this whole subscription).
+        if !shown_to(conn, &caller.organization_id, &listing.id)? {
+            return Err(Error::NotFound("offer"));
+        }
         let live: i64 = subscriptions::table
             .filter(subscriptions::organization_id.eq(&caller.organization_id))
             .filter(subscriptions::offer_id.eq(&offer.id))
@@ -479,11 +489,7 @@ fn decide(
             // Approving starts a subscription: what archiving promised (no new ones) holds,
             // and so does taking an organization off a private listing.
             still_taking_subscriptions(conn, &s.offer_id, &s.listing_id)?;
-            let listing: Listing = listings::table
-                .find(&s.listing_id)
-                .select(Listing::as_select())
-                .first(conn)?;
-            if !can_see(conn, Some(&s.organization_id), &listing)? {
+            if !shown_to(conn, &s.organization_id, &s.listing_id)? {
                 return Err(Error::conflict(
                     "listing_not_shared",
                     "the listing is no longer shared with the organization that asked",

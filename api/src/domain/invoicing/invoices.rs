@@ -573,13 +573,13 @@ pub fn record_payment(
     super::notices::paid(conn, clock, &invoice.id)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct CreditNoteRequest {
     pub reason: String,
     pub lines: Vec<CreditLineRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct CreditLineRequest {
     pub invoice_line_id: String,
     pub amount: i64,

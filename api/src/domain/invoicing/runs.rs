@@ -342,7 +342,7 @@ struct RunInputs {
     defaults: BillingDefaults,
     /// Who started the run, for the credit notes it issues.
     started_by: String,
-    /// Subscriptions with late lines on final invoices of the months after this one: the
+    /// Subscriptions with late lines on live invoices of the months after this one: the
     /// month's invoice was finalized, then voided, so those lines bill part of its charges.
     billed_later: HashSet<String>,
 }
@@ -431,7 +431,7 @@ fn billed_later(conn: &mut DbConnection, month: Month) -> Result<HashSet<String>
     Ok(invoice_lines::table
         .inner_join(invoices::table)
         .filter(invoices::period.eq_any(&periods))
-        .filter(invoices::status.eq_any(["open", "paid"]))
+        .filter(invoices::status.ne("void"))
         .filter(invoice_lines::charge_key.like("late:%"))
         .select(invoice_lines::subscription_id)
         .distinct()
@@ -579,15 +579,12 @@ fn build_customer(
                     lines.push((b.sub.id.clone(), c));
                     continue;
                 }
-                // Billed again after a void: what later final invoices billed for it late
-                // stays billed there, and this line bills the rest (a later draft is
-                // rebuilt by its own run, from what this month then bills).
+                // Billed again after a void: what later invoices billed for it late stays
+                // billed there, and this line bills the rest. A later draft counts too: if
+                // its run drops that late line (this month is a draft again), this month's
+                // next run bills it, or a later run as a late charge; never twice.
                 let billed = billed_lines(conn, &b.sub.id, &c.key, draft_id)?;
-                let net: i64 = billed
-                    .iter()
-                    .filter(|b| b.invoice_status != "draft")
-                    .map(Billed::net)
-                    .sum();
+                let net: i64 = billed.iter().map(Billed::net).sum();
                 if let Some(rest) = charges::unbilled_part(&c, net) {
                     lines.push((b.sub.id.clone(), rest));
                 }
