@@ -17,7 +17,7 @@ use crate::domain::auth::Caller;
 use crate::domain::catalog::listing;
 use crate::domain::commerce::grants::{self, GrantView};
 use crate::domain::commerce::subscriptions::{self, Decision, ListParams, SubscriptionView};
-use crate::domain::pagination::PageRequest;
+use crate::domain::pagination::{Page, PageRequest};
 use crate::domain::Error;
 use crate::state::State;
 
@@ -61,6 +61,27 @@ struct Overview {
     mine: Vec<SubscriptionView>,
     grants: Vec<GrantView>,
     titles: HashMap<String, String>,
+    /// Whether a list had more rows than the page shows (`MAX_ROWS`).
+    truncated: bool,
+}
+
+/// The most rows one list of the subscriptions page shows.
+const MAX_ROWS: usize = 2_000;
+
+/// Every row of a paged list, page after page, up to `MAX_ROWS`; whether some were left out.
+fn every_page<T>(
+    mut fetch: impl FnMut(&PageRequest) -> Result<Page<T>, Error>,
+) -> Result<(Vec<T>, bool), Error> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = fetch(&PageRequest::parse(Some(200), cursor.as_deref())?)?;
+        rows.extend(page.data);
+        match page.next_cursor {
+            Some(next) if rows.len() < MAX_ROWS => cursor = Some(next),
+            more => return Ok((rows, more.is_some())),
+        }
+    }
 }
 
 fn list_of(
@@ -68,15 +89,14 @@ fn list_of(
     caller: &Caller,
     side: &str,
     status: Option<&str>,
-) -> Result<Vec<SubscriptionView>, Error> {
+) -> Result<(Vec<SubscriptionView>, bool), Error> {
     let params = ListParams {
         side: Some(side.into()),
         status: status.map(str::to_string),
         limit: None,
         cursor: None,
     };
-    let page = PageRequest::parse(Some(200), None)?;
-    Ok(subscriptions::list(conn, caller, &params, &page)?.data)
+    every_page(|page| subscriptions::list(conn, caller, &params, page))
 }
 
 async fn overview(state: &State, s: &Session) -> Result<Overview, Error> {
@@ -84,11 +104,13 @@ async fn overview(state: &State, s: &Session) -> Result<Overview, Error> {
     let clock = state.clock.clone();
     state
         .db(move |conn| {
-            let requests = list_of(conn, &caller, "provider", Some("pending_approval"))?;
-            let subscribers = list_of(conn, &caller, "provider", Some("active"))?;
-            let mine = list_of(conn, &caller, "subscriber", None)?;
-            let page = PageRequest::parse(Some(200), None)?;
-            let grants = grants::list(conn, clock.as_ref(), &caller, &page)?.data;
+            let (requests, more_requests) =
+                list_of(conn, &caller, "provider", Some("pending_approval"))?;
+            let (subscribers, more_subscribers) =
+                list_of(conn, &caller, "provider", Some("active"))?;
+            let (mine, more_mine) = list_of(conn, &caller, "subscriber", None)?;
+            let (grants, more_grants) =
+                every_page(|page| grants::list(conn, clock.as_ref(), &caller, page))?;
             // Titles of the listings named, as this organization may see them.
             let mut titles = HashMap::new();
             let ids = requests
@@ -115,6 +137,7 @@ async fn overview(state: &State, s: &Session) -> Result<Overview, Error> {
                 mine,
                 grants,
                 titles,
+                truncated: more_requests || more_subscribers || more_mine || more_grants,
             })
         })
         .await
@@ -171,6 +194,7 @@ fn subscriptions_page(
         h1 { "Subscriptions" }
         (notice(notice_text(note)))
         (error_summary(&stale))
+        @if o.truncated { p { "Each list shows its first 2,000 entries, oldest first; the API lists them all." } }
         section aria-labelledby="requests-h" {
             h2 #requests-h { "Requests waiting for your answer" }
             @if o.requests.is_empty() {

@@ -557,6 +557,51 @@ fn provider_text_is_escaped_everywhere_it_is_shown() {
 }
 
 #[test]
+fn the_subscriptions_page_lists_more_than_one_page_of_subscriptions_and_grants() {
+    let app = TestApp::spawn();
+    let (p, b) = (app.signup(), app.signup());
+    let lid = listing(&app, &p, "Many terms", "");
+    let offers: Vec<String> = (0..201)
+        .map(|i| {
+            let o = app.post(
+                &format!("/v1/listings/{lid}/offers"),
+                Some(&p.token),
+                json!({"name": format!("Offer {i}"), "currency": "USD", "billing_interval": "monthly",
+                       "recurring_amount": 100, "term_months": 1, "trial_days": 0,
+                       "requires_approval": false, "auto_renew_default": false}),
+            );
+            assert_eq!(o.status, 201, "{}", o.text);
+            o.json["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let publish = app.post(
+        &format!("/v1/listings/{lid}/publish"),
+        Some(&p.token),
+        json!({}),
+    );
+    assert_eq!(publish.status, 200, "{}", publish.text);
+    for offer in &offers {
+        let s = app.post(
+            "/v1/subscriptions",
+            Some(&b.token),
+            json!({"offer_id": offer}),
+        );
+        assert_eq!(s.status, 201, "{}", s.text);
+    }
+    let mut buyer = Browser::signed_in(&app, &b);
+    let page = buyer.get("/console/subscriptions");
+    assert_eq!(page.status, 200);
+    // A row per subscription naming the listing, and a row per grant naming it and linking
+    // its files: all 201 of each, past the API's largest page of 200.
+    let links = page
+        .text
+        .matches(&format!("href=\"/console/listings/{lid}\""))
+        .count();
+    assert_eq!(links, 201 + 2 * 201);
+    assert!(!page.text.contains("first 2,000 entries"));
+}
+
+#[test]
 fn stale_and_repeated_forms_say_what_happened() {
     let app = TestApp::spawn();
     let (p, b) = (app.signup(), app.signup());
