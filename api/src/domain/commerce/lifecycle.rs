@@ -217,7 +217,9 @@ fn advance(
         }
         let snapshot = PriceSnapshot::parse(s.prices.as_deref())
             .ok_or(Error::internal("active subscription without prices"))?;
-        let renewable = renewable(conn, &s)?;
+        // Only the term's end asks whether it may renew (a listing read and an access
+        // count): the steps before it do not depend on that.
+        let renewable = s.term_end.is_some_and(|end| now >= end) && renewable(conn, &s)?;
         match next_step(&s, &snapshot, renewable, now) {
             Step::Nothing => return Ok(()),
             Step::NextPeriod { start, end } => {
