@@ -628,8 +628,23 @@ pub fn durable_commit(conn: &mut DbConnection) -> diesel::QueryResult<()> {
 pub mod locks {
     use diesel::prelude::*;
 
-    use crate::schema::{invoices, listings, offers, subscriptions};
+    use crate::schema::{invoices, listings, offers, organizations, subscriptions};
     use crate::DbConnection;
+
+    /// Locks an organization row until the transaction ends (PostgreSQL; SQLite writers take
+    /// turns anyway), so changes to its members, keys and webhook endpoints go one after the
+    /// other and each sees the last.
+    pub fn organization(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        match conn {
+            DbConnection::Postgresql(c) => organizations::table
+                .find(id)
+                .select(organizations::id)
+                .for_no_key_update()
+                .first::<String>(c)
+                .map(|_| ()),
+            DbConnection::Sqlite(_) => Ok(()),
+        }
+    }
 
     /// Locks a subscription row until the transaction ends (PostgreSQL; SQLite writers take
     /// turns anyway), so two answers to one request, or an answer and a withdrawal, go one

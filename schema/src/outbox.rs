@@ -12,9 +12,12 @@ use crate::DbConnection;
 /// Claims up to `limit` pending messages due at `now`, oldest due first, in a short
 /// transaction of its own: each gets one more attempt and a lease (`next_attempt_at =
 /// lease_until`), so the messages of a worker that dies come due again when the lease ends.
-/// Returns the claimed rows as they now stand.
+/// Returns the claimed rows as they now stand. Only messages of `kind`, and none of the
+/// organizations in `skip`.
 pub fn claim_due(
     conn: &mut DbConnection,
+    kind: &str,
+    skip: &[&str],
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
@@ -23,6 +26,8 @@ pub fn claim_due(
         () => {
             outbox::table
                 .filter(outbox::status.eq("pending"))
+                .filter(outbox::kind.eq(kind))
+                .filter(outbox::organization_id.ne_all(skip))
                 .filter(outbox::next_attempt_at.le(now))
                 .order((outbox::next_attempt_at.asc(), outbox::id.asc()))
                 .limit(limit)
@@ -54,4 +59,20 @@ pub fn claim_due(
         }
         DbConnection::Sqlite(c) => c.immediate_transaction(|c| lease!(c, due!().load(c)?)),
     }
+}
+
+/// Gives back messages a worker claimed and will not send now: due at `due_at`, the
+/// attempt their claim counted taken back.
+pub fn release(conn: &mut DbConnection, ids: &[String], due_at: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::status.eq("pending")),
+    )
+    .set((
+        outbox::attempts.eq(outbox::attempts - 1),
+        outbox::next_attempt_at.eq(due_at),
+    ))
+    .execute(conn)
+    .map(|_| ())
 }

@@ -142,6 +142,8 @@ struct ListingData {
     offers: Vec<OfferView>,
     datasets: Vec<(DatasetView, Vec<RevisionView>)>,
     has_live_grant: bool,
+    /// Finance users read invoices, not data (DESIGN section 3).
+    may_read_data: bool,
 }
 
 async fn load(state: &State, s: &Session, id: String) -> Result<ListingData, Error> {
@@ -160,13 +162,15 @@ async fn load(state: &State, s: &Session, id: String) -> Result<ListingData, Err
             }
             // Asked of the grants directly: an organization may hold more than a page of them.
             let now = db_time(clock.now());
-            let has_live_grant = caller.can(Capability::Read)
+            let may_read_data = caller.can(Capability::ReadData);
+            let has_live_grant = may_read_data
                 && grants::live_grant(conn, &caller.organization_id, &id, now)?.is_some();
             Ok(ListingData {
                 listing,
                 offers,
                 datasets,
                 has_live_grant,
+                may_read_data,
             })
         })
         .await
@@ -257,7 +261,8 @@ fn listing_page(
         }
         section aria-labelledby="data-h" {
             h2 #data-h { "Datasets and files" }
-            @if !provider {
+            @if !d.may_read_data { p { "Files are read by your organization's admins and members; your role is its invoices." } }
+            @else if !provider {
                 @if d.has_live_grant { p { "Your organization holds a live access grant: download any file below." } }
                 @else { p { "Downloading needs a live access grant: subscribe to an offer above." } }
             }

@@ -499,6 +499,31 @@ pub fn me(caller: &Caller) -> Me {
 
 // ---------- members ----------
 
+/// Starts a change to the caller's organization's members, keys or webhook endpoints, in
+/// the transaction that makes it: locks the organization, so such changes go one at a
+/// time, and checks that the caller is still one of its live admins. The caller was read
+/// before the transaction (perhaps from the caller cache); without this, two admins
+/// removing each other at once would both succeed and leave nobody to manage it.
+pub fn lock_for_management(conn: &mut DbConnection, caller: &Caller) -> Result<()> {
+    schema::locks::organization(conn, &caller.organization_id)?;
+    let role: Option<String> = users::table
+        .filter(users::id.eq(&caller.user_id))
+        .filter(users::organization_id.eq(&caller.organization_id))
+        .filter(users::removed_at.is_null())
+        .select(users::role)
+        .get_result(conn)
+        .optional()?;
+    let Some(role) = role else {
+        return Err(Error::Unauthorized(
+            "the access token's user no longer exists",
+        ));
+    };
+    match Role::from_stored(&role, caller.role.is_platform()) {
+        Some(now) if now.allows(Capability::ManageOrganization) => Ok(()),
+        _ => Err(Error::Forbidden("your role does not allow this action")),
+    }
+}
+
 fn member_view(user: User, platform: bool) -> Member {
     let role = Role::from_stored(&user.role, platform)
         .map(Role::as_str)
@@ -546,6 +571,7 @@ pub fn add_member(
     };
     let password_hash = passwords::hash(user.password.expose())?;
     transaction(conn, |conn| {
+        lock_for_management(conn, caller)?;
         let row = user_row(
             &caller.organization_id,
             &user,
@@ -609,6 +635,7 @@ pub fn remove_member(
         ));
     }
     transaction(conn, |conn| {
+        lock_for_management(conn, caller)?;
         let now = db_time(clock.now());
         let removed = diesel::update(
             users::table
@@ -689,6 +716,7 @@ pub fn create_api_key(
     problems.finish()?;
     let name = name.unwrap_or_default();
     transaction(conn, |conn| {
+        lock_for_management(conn, caller)?;
         let now = clock.now();
         let key = new_secret(API_KEY_PREFIX);
         let row = ApiKey {
@@ -765,6 +793,7 @@ pub fn revoke_api_key(
 ) -> Result<()> {
     caller.require(Capability::ManageOrganization)?;
     transaction(conn, |conn| {
+        lock_for_management(conn, caller)?;
         let exists = api_keys::table
             .filter(api_keys::id.eq(key_id))
             .filter(api_keys::organization_id.eq(&caller.organization_id))

@@ -326,7 +326,7 @@ pub fn authorize_read(
     asset_id: &str,
 ) -> Result<ReadAccess> {
     if let Reader::Caller(caller) = reader {
-        caller.require(Capability::Read)?;
+        caller.require(Capability::ReadData)?;
     }
     let org = reader.organization_id();
     let asset: Asset = assets::table

@@ -42,11 +42,14 @@ impl Role {
         matches!(self, Role::Operator | Role::PlatformFinance)
     }
 
-    fn allows(self, capability: Capability) -> bool {
+    pub fn allows(self, capability: Capability) -> bool {
         use Capability::*;
         match self {
-            Role::Admin => matches!(capability, Read | Write | Billing | ManageOrganization),
-            Role::Member => matches!(capability, Read | Write),
+            Role::Admin => matches!(
+                capability,
+                Read | ReadData | Write | Billing | ManageOrganization
+            ),
+            Role::Member => matches!(capability, Read | ReadData | Write),
             Role::Finance => matches!(capability, Read | Billing),
             Role::Operator => true,
             Role::PlatformFinance => matches!(capability, Read | Billing | PlatformBilling),
@@ -107,6 +110,9 @@ pub fn scopes_from_string(s: &str) -> Vec<Scope> {
 pub enum Capability {
     /// Read the organization's own objects and the catalog.
     Read,
+    /// Read data bytes (asset content, download URLs): people who work with data, not
+    /// finance, whose role is the organization's invoices (DESIGN section 3).
+    ReadData,
     /// Change listings, subscriptions, data.
     Write,
     /// Read, export and pay the organization's invoices.
@@ -123,7 +129,7 @@ impl Capability {
     /// The key scope that carries this capability; `None` for what keys can never do.
     fn scope(self) -> Option<Scope> {
         match self {
-            Capability::Read => Some(Scope::Read),
+            Capability::Read | Capability::ReadData => Some(Scope::Read),
             Capability::Write | Capability::Operate => Some(Scope::Write),
             Capability::Billing | Capability::PlatformBilling => Some(Scope::Billing),
             Capability::ManageOrganization => None,
@@ -220,7 +226,11 @@ mod tests {
         assert!(!caller(Role::Admin, all.clone()).can(Capability::ManageOrganization));
         assert!(!caller(Role::Admin, read.clone()).can(Capability::Write));
         assert!(!caller(Role::Finance, all.clone()).can(Capability::Write));
-        assert!(caller(Role::Finance, all).can(Capability::Billing));
+        assert!(caller(Role::Finance, all.clone()).can(Capability::Billing));
+        assert!(caller(Role::Finance, all.clone()).can(Capability::Read));
+        assert!(!caller(Role::Finance, all).can(Capability::ReadData));
+        assert!(!caller(Role::PlatformFinance, Credential::AccessToken).can(Capability::ReadData));
+        assert!(caller(Role::Member, read.clone()).can(Capability::ReadData));
         assert!(!caller(Role::Member, Credential::AccessToken).can(Capability::ManageOrganization));
         assert!(caller(Role::Admin, Credential::AccessToken).can(Capability::ManageOrganization));
         assert!(!caller(Role::Admin, Credential::AccessToken).can(Capability::PlatformBilling));

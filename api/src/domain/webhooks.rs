@@ -13,6 +13,7 @@ use schema::DbConnection;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::accounts;
 use super::audit::{self, Entry};
 use super::auth::{Caller, Capability};
 use super::clock::{db_time, utc, Clock};
@@ -178,6 +179,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         _ if ip.is_unspecified() => "unspecified",
         _ if ip.is_loopback() => "loopback",
         [0, 0, 0, 0, 0, 0xffff, _, _] => "IPv4-mapped",
+        // IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765), refused as mapped ones are.
+        [0, 0, 0, 0, 0xffff, 0, _, _] => "IPv4-translated",
         // IPv4-compatible (deprecated), `::a.b.c.d`.
         [0, 0, 0, 0, 0, 0, _, _] => "IPv4-compatible",
         [x, ..] if x & 0xfe00 == 0xfc00 => "unique-local (private)",
@@ -188,6 +191,9 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0x0100, 0, 0, 0, ..] => "discard-only",
         // Teredo tunnels to an address we cannot check.
         [0x2001, 0, ..] => "Teredo",
+        // Local-use NAT64 (64:ff9b:1::/48, RFC 8215): where the IPv4 address sits depends on
+        // the network's prefix length, so none of it can be checked.
+        [0x0064, 0xff9b, 0x0001, ..] => "local-use NAT64",
         // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) lead to the IPv4 address they embed.
         [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] if forbidden_v4(embedded(hi, lo)).is_some() => {
             "NAT64 form of a non-public"
@@ -248,6 +254,8 @@ pub fn create_endpoint(
     let url = url.ok_or(Error::internal("validation passed without a URL"))?;
     let events_json = serde_json::to_string(&events).map_err(Error::internal)?;
     transaction(conn, |conn| {
+        // Also counts the endpoints one at a time: two creations at once cannot both pass.
+        accounts::lock_for_management(conn, caller)?;
         let live: i64 = webhook_endpoints::table
             .filter(webhook_endpoints::organization_id.eq(&caller.organization_id))
             .filter(webhook_endpoints::deleted_at.is_null())
@@ -333,6 +341,7 @@ pub fn delete_endpoint(
 ) -> Result<()> {
     caller.require(Capability::ManageOrganization)?;
     transaction(conn, |conn| {
+        accounts::lock_for_management(conn, caller)?;
         let deleted = diesel::update(
             webhook_endpoints::table
                 .filter(webhook_endpoints::id.eq(endpoint_id))
@@ -544,6 +553,10 @@ mod tests {
             "ff02::1",
             "2001:db8::1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:a00:1",
             "2002:7f00:1::1",
             "2001:0:4136:e378::1",
         ] {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, PASSWORD};
+use crate::helpers::{TestApp, User, PASSWORD};
 
 #[test]
 fn signup_then_me_shows_the_admin_of_the_new_organization() {
@@ -373,4 +373,40 @@ fn platform_users_come_from_the_command_line() {
         ops.json["organization"]["id"], fin.json["organization"]["id"],
         "one platform organization"
     );
+}
+
+#[test]
+fn two_admins_removing_each_other_at_once_leave_one() {
+    let app = TestApp::spawn();
+    for round in 0..6 {
+        let ada = app.signup();
+        let bob = app.add_member(&ada, "admin");
+        // Both callers were just seen, so both sit in the caller cache when they race.
+        assert_eq!(app.get("/v1/me", Some(&ada.token)).status, 200);
+        assert_eq!(app.get("/v1/me", Some(&bob.token)).status, 200);
+        let (by_ada, by_bob) = std::thread::scope(|s| {
+            let remove = |who: &User, whom: &User| {
+                let path = format!("/v1/organization/members/{}", whom.user_id);
+                let token = who.token.clone();
+                let app = &app;
+                s.spawn(move || app.delete(&path, Some(&token)))
+            };
+            let (a, b) = (remove(&ada, &bob), remove(&bob, &ada));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let statuses = [by_ada.status, by_bob.status];
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 204).count(),
+            1,
+            "round {round}: {statuses:?} {} {}",
+            by_ada.text,
+            by_bob.text
+        );
+        assert!(statuses.contains(&401), "round {round}: {statuses:?}");
+        let survivor = if by_ada.status == 204 { &ada } else { &bob };
+        let members = app.all_pages("/v1/organization/members", &survivor.token, 50);
+        assert_eq!(members.len(), 1, "round {round}");
+        assert_eq!(members[0]["id"], survivor.user_id.as_str());
+        assert_eq!(members[0]["role"], "admin");
+    }
 }

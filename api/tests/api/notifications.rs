@@ -108,6 +108,64 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
     Some(request)
 }
 
+/// An HTTP server on 127.0.0.1 that reads each request and answers 200 only once the
+/// test opens its gate: a receiver that hangs.
+struct GatedReceiver {
+    port: u16,
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    waiting: Arc<Mutex<usize>>,
+}
+
+impl GatedReceiver {
+    fn start() -> GatedReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let waiting = Arc::new(Mutex::new(0));
+        let (gate, count) = (open.clone(), waiting.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (gate, count) = (gate.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf);
+                    *count.lock().unwrap() += 1;
+                    let (lock, opened) = &*gate;
+                    let mut is_open = lock.lock().unwrap();
+                    while !*is_open {
+                        is_open = opened.wait(is_open).unwrap();
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        GatedReceiver {
+            port,
+            open,
+            waiting,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Requests read and held so far.
+    fn held(&self) -> usize {
+        *self.waiting.lock().unwrap()
+    }
+
+    fn open(&self) {
+        let (lock, opened) = &*self.open;
+        *lock.lock().unwrap() = true;
+        opened.notify_all();
+    }
+}
+
 // ---------- a local SMTP server ----------
 
 #[derive(Debug, Clone, Default)]
@@ -985,4 +1043,92 @@ fn sent_messages_are_purged_after_30_days_and_pending_ones_kept() {
     let left = outbox_rows(&app, "email");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].status, "pending");
+}
+
+#[test]
+fn endpoints_created_at_once_stop_at_the_limit() {
+    let app = TestApp::spawn();
+    let a = app.signup();
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let creations: Vec<_> = (0..24)
+            .map(|i| {
+                let (app, a) = (&app, &a);
+                s.spawn(move || endpoint(app, a, &format!("https://hooks.example.com/{i}"), &["*"]))
+            })
+            .collect();
+        creations.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        created,
+        16,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for refused in replies.iter().filter(|r| r.status != 201) {
+        assert_eq!(refused.problem(409), "too_many_webhook_endpoints");
+    }
+    assert_eq!(
+        app.all_pages("/v1/webhook-endpoints", &a.token, 50).len(),
+        16
+    );
+}
+
+#[test]
+fn receivers_that_hang_delay_no_other_organizations_messages() {
+    let app = Arc::new(TestApp::builder().webhook_allow_private(true).spawn());
+    let (p, q) = (app.signup(), app.signup());
+    let (mp, mq) = (market(&app, &p), market(&app, &q));
+    // The provider p: four endpoints whose receiver hangs, and two requests to tell them of.
+    let hanging = GatedReceiver::start();
+    for i in 0..4 {
+        let created = endpoint(
+            &app,
+            &p,
+            &hanging.url(&format!("/in/{i}")),
+            &["subscription.requested"],
+        );
+        assert_eq!(created.status, 201, "{}", created.text);
+    }
+    for _ in 0..2 {
+        subscribe(&app, &app.signup(), &mp.approval);
+    }
+    // Later, the provider q: one receiver that answers, and one request.
+    app.clock.advance(chrono::Duration::seconds(1));
+    let answering = Receiver::start(&[]);
+    let created = endpoint(&app, &q, &answering.url("/in"), &["subscription.requested"]);
+    assert_eq!(created.status, 201, "{}", created.text);
+    subscribe(&app, &app.signup(), &mq.approval);
+
+    let courier = {
+        let app = app.clone();
+        std::thread::spawn(move || app.deliver_outbox())
+    };
+    // Well before the 10 s a hanging delivery may take, q's webhook and both providers'
+    // e-mails are out, while p's receiver holds some of its deliveries, not all eight.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while answering.requests().is_empty()
+        || mails_to(&app, &p.email).len() < 2
+        || mails_to(&app, &q.email).is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "held by hanging receivers: {} webhook(s), {} and {} e-mail(s)",
+            answering.requests().len(),
+            mails_to(&app, &p.email).len(),
+            mails_to(&app, &q.email).len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = hanging.held();
+    assert!((1..=4).contains(&held), "{held} deliveries held at once");
+    hanging.open();
+    let report = courier.join().unwrap();
+    assert_eq!(
+        (report.sent, report.retrying, report.failed),
+        (8 + 1 + 3, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(hanging.held(), 8);
+    assert_eq!(app.deliver_outbox(), Default::default());
 }

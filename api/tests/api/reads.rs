@@ -211,6 +211,19 @@ fn reads_follow_the_grant_from_request_to_term_end() {
         1000 + 100 + 1000
     );
     assert_eq!(usage_total(&app, &b.token, &sub, "api_calls", 3), 3);
+    // Data is for the people who work with it: the customer's finance user reads its
+    // invoices, not the data (DESIGN section 3); a key with `read` of a member reads it.
+    let finance = app.add_member(&b, "finance");
+    assert_eq!(read(&app, &finance.token, &s.asset), 403);
+    let refused = app.post(
+        &format!("/v1/assets/{}/download-url", s.asset),
+        Some(&finance.token),
+        json!({}),
+    );
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let (_, read_key) = app.api_key(&b, &["read"]);
+    assert_eq!(read(&app, &read_key, &s.asset), 200);
+    assert_eq!(usage_total(&app, &b.token, &sub, "api_calls", 4), 4);
     assert_eq!(
         read(&app, &x.token, &s.asset),
         403,

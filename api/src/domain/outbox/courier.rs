@@ -6,11 +6,13 @@
 //! again when its lease ends. Delivery is at least once: a receiver may see an event twice
 //! (same `Marketplace-Event-Id`, same e-mail Message-ID) and should ignore the repeat.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
 use schema::models::OutboxMessage;
@@ -24,17 +26,23 @@ use crate::domain::clock::{db_time, SharedClock};
 use crate::domain::error::{Error, Result};
 use crate::domain::webhooks::{self, Delivery, Sender};
 
-/// Messages claimed at once; each batch is sent [`CONCURRENCY`] at a time.
-pub const BATCH: i64 = 32;
-const CONCURRENCY: usize = 8;
+/// Webhooks in flight at once. Waiting on a receiver costs a socket, not a thread.
+const WEBHOOKS_IN_FLIGHT: usize = 32;
+/// Webhooks of one organization in flight at once: receivers that hang until the timeout
+/// (or a flood of one organization's events) hold a few of the slots, never all of them,
+/// and never the e-mails', which go in a lane of their own.
+const WEBHOOKS_PER_ORGANIZATION: usize = 4;
+/// E-mails in flight at once (each holds an SMTP conversation on a blocking thread).
+const EMAILS_IN_FLIGHT: usize = 8;
 /// How long a claim holds a message: far longer than a batch can take (timeouts are seconds).
 pub const LEASE_SECS: i64 = 300;
 /// Deliveries tried before a message is marked `failed` (about 15 hours of retries).
 pub const MAX_ATTEMPTS: i32 = 12;
 const FIRST_BACKOFF_SECS: i64 = 30;
 const MAX_BACKOFF_SECS: i64 = 6 * 3600;
-/// Batches one call of [`Courier::deliver_due`] works through at most.
-const MAX_BATCHES: usize = 16;
+/// Claims one lane of one call of [`Courier::deliver_due`] makes at most (the next call
+/// goes on).
+const MAX_CLAIMS: usize = 64;
 const ERROR_MAX: usize = 1000;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -62,6 +70,35 @@ pub struct Report {
     /// Given up on.
     pub failed: usize,
 }
+
+impl std::ops::Add for Report {
+    type Output = Report;
+    fn add(self, other: Report) -> Report {
+        Report {
+            sent: self.sent + other.sent,
+            retrying: self.retrying + other.retrying,
+            failed: self.failed + other.failed,
+        }
+    }
+}
+
+/// One kind of message, sent apart from the other kind.
+struct Lane {
+    kind: &'static str,
+    in_flight: usize,
+    per_organization: usize,
+}
+
+const EMAILS: Lane = Lane {
+    kind: "email",
+    in_flight: EMAILS_IN_FLIGHT,
+    per_organization: EMAILS_IN_FLIGHT,
+};
+const WEBHOOKS: Lane = Lane {
+    kind: "webhook",
+    in_flight: WEBHOOKS_IN_FLIGHT,
+    per_organization: WEBHOOKS_PER_ORGANIZATION,
+};
 
 enum Outcome {
     Sent,
@@ -114,39 +151,96 @@ impl Courier {
         .map_err(|e| Error::internal(format!("blocking task failed: {e}")))?
     }
 
-    /// Delivers every message due now, batch after batch, and says what happened. The
-    /// worker in `serve` calls it every poll interval; tests call it to deliver at once.
+    /// Delivers every message due now and says what happened: e-mails and webhooks in
+    /// lanes of their own, each keeping its slots busy (a message is claimed as a slot
+    /// frees, and its outcome written as soon as it is known), so a slow receiver delays
+    /// nobody else's message. The worker in `serve` calls it every poll interval; tests
+    /// call it to deliver at once.
     pub async fn deliver_due(&self) -> Result<Report> {
+        let (emails, webhooks) =
+            futures_util::join!(self.deliver_lane(&EMAILS), self.deliver_lane(&WEBHOOKS));
+        Ok(emails? + webhooks?)
+    }
+
+    async fn deliver_lane(&self, lane: &Lane) -> Result<Report> {
         let mut report = Report::default();
-        for _ in 0..MAX_BATCHES {
-            let now = self.clock.now();
-            let lease_until = now + chrono::Duration::seconds(LEASE_SECS);
-            let batch = self
-                .db(move |conn| {
-                    Ok(schema::outbox::claim_due(
-                        conn,
-                        db_time(now),
-                        db_time(lease_until),
-                        BATCH,
-                    )?)
-                })
-                .await?;
-            if batch.is_empty() {
-                break;
+        let mut in_flight = FuturesUnordered::new();
+        let mut sending: HashMap<String, usize> = HashMap::new();
+        let (mut claims, mut more_due) = (0, true);
+        loop {
+            let room = lane.in_flight - in_flight.len();
+            if more_due && room > 0 && claims < MAX_CLAIMS {
+                claims += 1;
+                let full: Vec<String> = sending
+                    .iter()
+                    .filter(|(_, n)| **n >= lane.per_organization)
+                    .map(|(org, _)| org.clone())
+                    .collect();
+                let claimed = self.claim(lane.kind, full, room).await?;
+                more_due = claimed.len() == room;
+                let mut started = false;
+                let mut unstarted = Vec::new();
+                for message in claimed {
+                    let busy = sending.entry(message.organization_id.clone()).or_default();
+                    if *busy < lane.per_organization {
+                        *busy += 1;
+                        started = true;
+                        in_flight.push(async move {
+                            let outcome = self.attempt(&message).await;
+                            (message, outcome)
+                        });
+                    } else {
+                        unstarted.push(message.id);
+                    }
+                }
+                // Beyond their organization's share: due again at once, for a later claim.
+                if !unstarted.is_empty() {
+                    self.release(unstarted).await?;
+                }
+                if started || more_due {
+                    continue;
+                }
             }
-            let outcomes: Vec<(OutboxMessage, Outcome)> = futures_util::stream::iter(batch)
-                .map(|m| async move {
-                    let outcome = self.attempt(&m).await;
-                    (m, outcome)
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            for (message, outcome) in outcomes {
-                self.record(message, outcome, &mut report).await?;
+            let Some((message, outcome)) = in_flight.next().await else {
+                return Ok(report);
+            };
+            if let Some(busy) = sending.get_mut(&message.organization_id) {
+                *busy = busy.saturating_sub(1);
             }
+            // Its organization may have more due than the claims so far could start.
+            more_due = true;
+            self.record(message, outcome, &mut report).await?;
         }
-        Ok(report)
+    }
+
+    /// Gives back messages claimed but not started, due now, their attempt not counted.
+    async fn release(&self, ids: Vec<String>) -> Result<()> {
+        let now = db_time(self.clock.now());
+        self.db(move |conn| Ok(schema::outbox::release(conn, &ids, now)?))
+            .await
+    }
+
+    /// Claims up to `limit` due messages of `kind`, none of the organizations in `full`.
+    async fn claim(
+        &self,
+        kind: &'static str,
+        full: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>> {
+        let now = self.clock.now();
+        let lease_until = now + chrono::Duration::seconds(LEASE_SECS);
+        self.db(move |conn| {
+            let skip: Vec<&str> = full.iter().map(String::as_str).collect();
+            Ok(schema::outbox::claim_due(
+                conn,
+                kind,
+                &skip,
+                db_time(now),
+                db_time(lease_until),
+                limit as i64,
+            )?)
+        })
+        .await
     }
 
     /// Calls [`Courier::deliver_due`] every `every`, for as long as the task lives, and
