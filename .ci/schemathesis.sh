@@ -224,6 +224,8 @@ eval "$fixtures"
 # - An e-mail address can be registered once (409 `email_taken`), and generated requests
 #   repeat a few (the spec's examples above all): one is sent as is twice (the second time
 #   meets 409), after that it gets a unique `+tag`.
+# - A customer organization's admin cannot give the platform role `operator` (422): a new
+#   member asked with it gets `member`.
 # - Organization ids in `allowed_organization_ids` and `private_to_organization_ids` must
 #   name existing organizations: they become the fixture's other organization.
 # - An offer prices each metric once, lists as free only metrics it does not price, and its
@@ -445,6 +447,14 @@ def _fix_webhook_url(case):
         body["url"] = "https://hooks.example.com" + (path if path.startswith("/") else "/" + path)
 
 
+def _fix_member_role(case):
+    """The caller is a customer organization's admin: `operator` is a role only the platform
+    organization's admins give (422 for a customer's, rightly)."""
+    body = _body(case)
+    if case.path == "/v1/organization/members" and body and body.get("role") == "operator":
+        body["role"] = "member"
+
+
 def _sign_stripe_webhook(case, kwargs):
     """Sign the exact body sent, as Stripe does: HMAC-SHA256 over "<t>.<body>"."""
     if case.path != "/v1/webhooks/stripe":
@@ -476,6 +486,7 @@ def _sign_stripe_webhook(case, kwargs):
 def before_call(context, case, kwargs):
     if _positive(case):
         _fix_webhook_url(case)
+        _fix_member_role(case)
         _sign_stripe_webhook(case, kwargs)
         _fix_integers(case)
         _fix_query(case)

@@ -79,16 +79,20 @@ pub struct ServeSettings {
     #[arg(long, env = "MARKETPLACE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
 
-    /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "MARKETPLACE_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    /// Lifetime of access tokens, in seconds (1 to 86,400: a removed member's token is
+    /// refused at once, but a token of a session revoked by refresh-token reuse lives on).
+    #[arg(long, env = "MARKETPLACE_ACCESS_TOKEN_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_token_ttl: i64,
 
     /// Default tax on invoices, basis points (per-customer overrides via billing settings).
-    #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0)]
+    #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..=10_000))]
     pub default_tax_rate_bps: i32,
 
     /// Default marketplace fee on providers' gross, basis points (per-provider overrides).
-    #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300)]
+    #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300,
+          value_parser = clap::value_parser!(i32).range(0..=10_000))]
     pub default_fee_bps: i32,
 
     /// Seconds between passes of the lifecycle worker (renewals, expiries); 0 turns it off.
@@ -377,6 +381,31 @@ mod tests {
         );
         assert!(parse_network("10.1.2.3").is_ok());
         assert!(parse_network("nonsense").is_err());
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_at_start() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            serve: ServeSettings,
+        }
+        let parse = |flag: &str, value: &str| {
+            <Args as clap::Parser>::try_parse_from(["marketplace", flag, value]).map(|a| a.serve)
+        };
+        for (flag, value) in [
+            ("--access-token-ttl", "0"),
+            ("--access-token-ttl", "-5"),
+            ("--access-token-ttl", "86401"),
+            ("--default-tax-rate-bps", "-1"),
+            ("--default-fee-bps", "10001"),
+        ] {
+            assert!(parse(flag, value).is_err(), "{flag} {value}");
+        }
+        assert_eq!(
+            parse("--access-token-ttl", "1").unwrap().access_token_ttl,
+            1
+        );
     }
 
     #[test]

@@ -183,10 +183,12 @@ fn user_row(
     }
 }
 
-/// Inserts a user; a concurrent insert of the same e-mail is `email_taken`, not a 500.
+/// Inserts a user; a live user with the same e-mail (a concurrent insert too) is
+/// `email_taken`, not a 500. A removed member's address may be used again.
 fn insert_user(conn: &mut DbConnection, row: &User) -> Result<()> {
     let taken = users::table
         .filter(users::email.eq(&row.email))
+        .filter(users::removed_at.is_null())
         .select(users::id)
         .first::<String>(conn)
         .optional()?;
@@ -273,9 +275,15 @@ pub fn check_password(
     request: &TokenRequest,
 ) -> Result<(User, Organization, Role)> {
     const WRONG: Error = Error::Unauthorized("the e-mail address or password is wrong");
+    // As accounts are made now, and as they were before addresses were normalized.
+    let legacy = request.email.trim().to_lowercase();
+    let spellings = match Email::parse(&request.email) {
+        Ok(email) => vec![email.as_str().to_string(), legacy],
+        Err(_) => vec![legacy],
+    };
     let found: Option<(User, Organization)> = users::table
         .inner_join(organizations::table)
-        .filter(users::email.eq(request.email.trim().to_lowercase()))
+        .filter(users::email.eq_any(&spellings))
         .filter(users::removed_at.is_null())
         .select((User::as_select(), Organization::as_select()))
         .first(conn)

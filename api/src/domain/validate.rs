@@ -7,8 +7,21 @@ use super::FieldError;
 pub struct Email(String);
 
 impl Email {
+    /// Lower-cased, in Unicode's composed form (NFC), with the domain as IDNA spells it in
+    /// ASCII (`bücher.de` as `xn--bcher-kva.de`): one mailbox written two ways is one
+    /// address, so it gets one account.
     pub fn parse(raw: &str) -> Result<Email, String> {
-        let s = raw.trim().to_lowercase();
+        use unicode_normalization::UnicodeNormalization;
+        let invalid = || "must be an e-mail address such as ada@example.com".to_string();
+        let s: String = raw.trim().to_lowercase().nfc().collect();
+        let s = match s.rsplit_once('@') {
+            Some((local, domain)) => {
+                let domain = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL)
+                    .map_err(|_| invalid())?;
+                format!("{local}@{domain}")
+            }
+            None => s,
+        };
         let valid = s.len() <= 254
             && !s.chars().any(|c| c.is_whitespace() || c.is_control())
             && match s.split_once('@') {
@@ -26,7 +39,7 @@ impl Email {
         if valid {
             Ok(Email(s))
         } else {
-            Err("must be an e-mail address such as ada@example.com".into())
+            Err(invalid())
         }
     }
 
@@ -110,6 +123,19 @@ pub fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_mailbox_written_two_ways_is_one_address() {
+        let email = |s: &str| Email::parse(s).unwrap().as_str().to_string();
+        assert_eq!(
+            email("jos\u{e9}@example.com"),
+            email("jose\u{301}@example.com")
+        );
+        assert_eq!(email("a@B\u{fc}cher.de"), "a@xn--bcher-kva.de");
+        assert_eq!(email("a@xn--bcher-kva.de"), "a@xn--bcher-kva.de");
+        assert!(Email::parse("a@exa mple.com").is_err());
+        assert!(Email::parse("a@exa<mple.com").is_err());
+    }
 
     #[test]
     fn emails() {

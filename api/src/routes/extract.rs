@@ -471,20 +471,19 @@ impl PageQuery {
 }
 
 /// The client's address: the peer, or behind a trusted proxy the last untrusted address of
-/// `X-Forwarded-For`.
+/// `X-Forwarded-For` (every line of it, in order, as one list: a proxy may add a line of
+/// its own after the client's).
 pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     if !trusted.iter().any(|net| net.contains(&peer)) {
         return Some(peer);
     }
-    let forwarded = req
+    let hops: Vec<IpAddr> = req
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let hops: Vec<IpAddr> = forwarded
-        .split(',')
-        .filter_map(|h| h.trim().parse().ok())
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .filter_map(forwarded_hop)
         .collect();
     Some(
         hops.into_iter()
@@ -492,6 +491,31 @@ pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
             .find(|ip| !trusted.iter().any(|net| net.contains(ip)))
             .unwrap_or(peer),
     )
+}
+
+/// One hop of `X-Forwarded-For`: an address, perhaps with a port (`203.0.113.9:5555`,
+/// `[2001:db8::1]:443`) or in brackets.
+fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+/// What the sign-in rate limit counts by: an IPv4 address, or an IPv6 client's /64 (one
+/// host commonly holds a whole /64, and could otherwise take a new address per try).
+fn rate_limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Passes only while the client address is under the sign-in rate limit; 429 otherwise.
@@ -517,12 +541,15 @@ pub fn check_auth_rate(req: &HttpRequest) -> Result<(), Error> {
     let Some(address) = client_address(req, &state.settings.trusted_proxies) else {
         return Ok(());
     };
-    state.auth_limiter.check_key(&address).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        Error::RateLimited {
-            retry_after_secs: wait.as_secs() + 1,
-        }
-    })
+    state
+        .auth_limiter
+        .check_key(&rate_limit_key(address))
+        .map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Error::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -718,5 +745,53 @@ mod tests {
             parse_json::<Order>(b"[1]"),
             Err(Error::Validation(e)) if e[0].field == "body"
         ));
+    }
+
+    #[test]
+    fn every_forwarded_line_is_one_list_and_the_last_untrusted_hop_wins() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let request = |lines: &[&str]| {
+            let mut r = actix_web::test::TestRequest::default()
+                .peer_addr("10.0.0.2:40000".parse().unwrap());
+            for line in lines {
+                r = r.append_header(("x-forwarded-for", *line));
+            }
+            r.to_http_request()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The client's own line first, the proxy's after it: the proxy's word counts.
+        assert_eq!(
+            client_address(&request(&["9.9.7.1", "203.0.113.50"]), &trusted),
+            Some(ip("203.0.113.50"))
+        );
+        assert_eq!(
+            client_address(&request(&["9.9.7.1, 203.0.113.50, 10.0.0.7"]), &trusted),
+            Some(ip("203.0.113.50"))
+        );
+        assert_eq!(
+            client_address(&request(&["203.0.113.9:5555"]), &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            client_address(&request(&["[2001:db8::1]:443"]), &trusted),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            client_address(&request(&["[2001:db8::2]"]), &trusted),
+            Some(ip("2001:db8::2"))
+        );
+        assert_eq!(
+            client_address(&request(&[]), &trusted),
+            Some(ip("10.0.0.2"))
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_rate_limited_by_its_64() {
+        let key = |s: &str| rate_limit_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:203.0.113.5"), key("203.0.113.5"));
+        assert_ne!(key("203.0.113.5"), key("203.0.113.6"));
     }
 }

@@ -272,6 +272,48 @@ fn removing_a_member_ends_their_sessions_and_keys() {
         Some(&ada.token),
     );
     assert_eq!(me.problem(409), "cannot_remove_self");
+
+    // The address is free again: the organization may add the person back (a new user,
+    // with none of the old one's sessions or keys), or they may sign up elsewhere.
+    let back = app.post(
+        "/v1/organization/members",
+        Some(&ada.token),
+        json!({"email": second_admin.email, "name": "Back", "password": "a new long password", "role": "member"}),
+    );
+    assert_eq!(back.status, 201, "{}", back.text);
+    assert_ne!(back.json["id"], second_admin.user_id.as_str());
+    assert_eq!(app.sign_in(&second_admin.email, PASSWORD).status, 401);
+    let signed_in = app.sign_in(&second_admin.email, "a new long password");
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text);
+    let token = signed_in.json["access_token"].as_str().unwrap();
+    let me = app.get("/v1/me", Some(token));
+    assert_eq!(me.json["user"]["id"], back.json["id"]);
+    assert_eq!(me.json["role"], "member");
+    assert_eq!(
+        app.get("/v1/me", Some(&their_key)).status,
+        401,
+        "the old user's key stays dead"
+    );
+    let twice = app.post(
+        "/v1/organization/members",
+        Some(&ada.token),
+        json!({"email": second_admin.email, "name": "Twice", "password": PASSWORD, "role": "member"}),
+    );
+    assert_eq!(twice.problem(409), "email_taken");
+    let removed = app.delete(
+        &format!(
+            "/v1/organization/members/{}",
+            back.json["id"].as_str().unwrap()
+        ),
+        Some(&ada.token),
+    );
+    assert_eq!(removed.status, 204);
+    let elsewhere = app.post(
+        "/v1/auth/signup",
+        None,
+        json!({"email": second_admin.email, "password": PASSWORD, "name": "Again", "organization_name": "Elsewhere"}),
+    );
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
 }
 
 #[test]
@@ -409,4 +451,29 @@ fn two_admins_removing_each_other_at_once_leave_one() {
         assert_eq!(members[0]["id"], survivor.user_id.as_str());
         assert_eq!(members[0]["role"], "admin");
     }
+}
+
+#[test]
+fn one_mailbox_written_two_ways_is_one_account() {
+    let app = TestApp::spawn();
+    let signup = |email: &str| {
+        app.post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": email, "password": PASSWORD, "name": "José", "organization_name": "Café"}),
+        )
+    };
+    let first = signup("jose\u{301}@b\u{fc}cher.example");
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(signup("jos\u{e9}@B\u{dc}CHER.example").problem(409), "email_taken");
+    assert_eq!(signup("jos\u{e9}@xn--bcher-kva.example").problem(409), "email_taken");
+    for spelling in ["jos\u{e9}@xn--bcher-kva.example", "jose\u{301}@b\u{fc}cher.example"] {
+        let signed_in = app.sign_in(spelling, PASSWORD);
+        assert_eq!(signed_in.status, 200, "{spelling}: {}", signed_in.text);
+    }
+    let token = first.json["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get("/v1/me", Some(token)).json["user"]["email"],
+        "jos\u{e9}@xn--bcher-kva.example"
+    );
 }

@@ -124,6 +124,13 @@ fn a_retry_that_spells_the_same_json_otherwise_is_replayed() {
         "k-spelled",
     );
     assert_eq!(other.problem(422), "idempotency_key_reused");
+    // The password is not part of what the key remembers (no fast hash of it is kept).
+    let other_password = post(
+        r#"{"email":"spelled@example.com","name":"S","password":"another long password","role":"member"}"#,
+        "k-spelled",
+    );
+    assert_eq!(other_password.status, 201, "{}", other_password.text);
+    assert_eq!(other_password.header("idempotent-replayed"), Some("true"));
     let members = app.all_pages("/v1/organization/members", &ada.token, 200);
     assert_eq!(
         members
