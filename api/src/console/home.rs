@@ -27,13 +27,26 @@ pub struct HomeQuery {
     pub notice: Option<String>,
 }
 
-/// Only addresses inside the console are followed after sign-in (no open redirect).
+/// Only addresses inside the console are followed after sign-in (no open redirect, and no
+/// `..` that a browser would resolve to outside it).
 fn safe_next(next: Option<&str>) -> &str {
+    let stays_inside = |n: &str| {
+        let path = n
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        !path.contains("%2e")
+            && !path
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+    };
     match next {
         Some(n)
             if (n == "/console" || n.starts_with("/console/") || n.starts_with("/console?"))
                 && !n.contains("//")
-                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+                && stays_inside(n) =>
         {
             n
         }
@@ -226,4 +239,35 @@ pub async fn sign_out(req: HttpRequest, state: State, posted: Posted) -> Reply {
     let mut response = see_other("/console?notice=signed-out");
     let _ = response.add_cookie(&removal(SESSION_COOKIE, over_tls(&req, &state)));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_console_addresses_are_followed_after_sign_in() {
+        for kept in [
+            "/console",
+            "/console/invoices?status=open",
+            "/console?x=1",
+            "/console/a.b",
+        ] {
+            assert_eq!(safe_next(Some(kept)), kept);
+        }
+        for refused in [
+            "https://evil.example/",
+            "//evil.example/console",
+            "/console//evil",
+            "/console/../../x",
+            "/console/./x",
+            "/console/%2e%2e/x",
+            "/console/%2E%2E/x",
+            "/console\\evil",
+            "/consoles",
+        ] {
+            assert_eq!(safe_next(Some(refused)), "/console", "{refused}");
+        }
+        assert_eq!(safe_next(None), "/console");
+    }
 }
