@@ -66,10 +66,12 @@ pub enum BillingCommand {
         #[arg(long)]
         period: String,
         /// Default tax, basis points.
-        #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0)]
+        #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0,
+              value_parser = crate::config::basis_points())]
         default_tax_rate_bps: i32,
         /// Default marketplace fee, basis points.
-        #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300)]
+        #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300,
+              value_parser = crate::config::basis_points())]
         default_fee_bps: i32,
     },
 }

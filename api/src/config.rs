@@ -87,12 +87,12 @@ pub struct ServeSettings {
 
     /// Default tax on invoices, basis points (per-customer overrides via billing settings).
     #[arg(long, env = "MARKETPLACE_DEFAULT_TAX_RATE_BPS", default_value_t = 0,
-          value_parser = clap::value_parser!(i32).range(0..=10_000))]
+          value_parser = basis_points())]
     pub default_tax_rate_bps: i32,
 
     /// Default marketplace fee on providers' gross, basis points (per-provider overrides).
     #[arg(long, env = "MARKETPLACE_DEFAULT_FEE_BPS", default_value_t = 300,
-          value_parser = clap::value_parser!(i32).range(0..=10_000))]
+          value_parser = basis_points())]
     pub default_fee_bps: i32,
 
     /// Seconds between passes of the lifecycle worker (renewals, expiries); 0 turns it off.
@@ -295,6 +295,11 @@ fn parse_network(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("`{s}` is not an IP address or network"))
+}
+
+/// A share in basis points: 0 to 10,000 (100 %).
+pub fn basis_points() -> clap::builder::RangedI64ValueParser<i32> {
+    clap::value_parser!(i32).range(0..=10_000)
 }
 
 /// Reads the config file named by `--config FILE` or `MARKETPLACE_CONFIG` and exports each

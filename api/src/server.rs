@@ -18,7 +18,7 @@ use crate::domain::invoicing::{grace, payments};
 use crate::domain::outbox::{Courier, CourierSettings};
 use crate::domain::storage::{Storage, StorageConfig};
 use crate::domain::tokens::{TokenKeys, JWT_PURPOSE};
-use crate::domain::{idempotency, secrets, Error};
+use crate::domain::{accounts, idempotency, secrets, Error};
 use crate::middleware;
 use crate::routes;
 use crate::state::AppState;
@@ -49,6 +49,10 @@ impl Application {
         .context("cannot open the database")?;
         let tokens = {
             let mut conn = pool.get().context("cannot get a database connection")?;
+            let rewritten = accounts::normalize_stored_emails(&mut conn).map_err(anyhow_of)?;
+            if rewritten > 0 {
+                tracing::info!(rewritten, "stored e-mail addresses normalized");
+            }
             let current = secrets::current_or_create(&mut conn, clock.as_ref(), JWT_PURPOSE)
                 .map_err(anyhow_of)?;
             let all = secrets::all(&mut conn, JWT_PURPOSE).map_err(anyhow_of)?;

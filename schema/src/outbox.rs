@@ -62,17 +62,25 @@ pub fn claim_due(
 }
 
 /// Gives back messages a worker claimed and will not send now: due at `due_at`, the
-/// attempt their claim counted taken back.
-pub fn release(conn: &mut DbConnection, ids: &[String], due_at: NaiveDateTime) -> QueryResult<()> {
-    diesel::update(
-        outbox::table
-            .filter(outbox::id.eq_any(ids))
-            .filter(outbox::status.eq("pending")),
-    )
-    .set((
-        outbox::attempts.eq(outbox::attempts - 1),
-        outbox::next_attempt_at.eq(due_at),
-    ))
-    .execute(conn)
-    .map(|_| ())
+/// attempt their claim counted taken back. Each is named with the attempt count its claim
+/// gave it, so a message claimed since by another worker is left alone.
+pub fn release(
+    conn: &mut DbConnection,
+    claimed: &[(String, i32)],
+    due_at: NaiveDateTime,
+) -> QueryResult<()> {
+    for (id, attempts) in claimed {
+        diesel::update(
+            outbox::table
+                .find(id)
+                .filter(outbox::status.eq("pending"))
+                .filter(outbox::attempts.eq(attempts)),
+        )
+        .set((
+            outbox::attempts.eq(outbox::attempts - 1),
+            outbox::next_attempt_at.eq(due_at),
+        ))
+        .execute(conn)?;
+    }
+    Ok(())
 }

@@ -300,6 +300,7 @@ fn listing_page(
                                                 td.mono { (a.sha256.get(..12).unwrap_or(&a.sha256)) "…" }
                                                 td {
                                                     @if r.state == "revoked" { "Withdrawn" }
+                                                    @else if !d.may_read_data { "Admins and members" }
                                                     // A form, not a link: a read is metered, and a GET could be made
                                                     // by any image in a page.
                                                     @else {

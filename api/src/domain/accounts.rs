@@ -281,20 +281,26 @@ pub fn check_password(
         Ok(email) => vec![email.as_str().to_string(), legacy],
         Err(_) => vec![legacy],
     };
-    let found: Option<(User, Organization)> = users::table
+    // Two live users only if an account made before normalization shares the mailbox with
+    // one made after ([`normalize_stored_emails`] leaves such a pair as it is): the
+    // password tells which is meant.
+    let found: Vec<(User, Organization)> = users::table
         .inner_join(organizations::table)
         .filter(users::email.eq_any(&spellings))
         .filter(users::removed_at.is_null())
+        .order(users::created_at.asc())
         .select((User::as_select(), Organization::as_select()))
-        .first(conn)
-        .optional()?;
-    let Some((user, org)) = found else {
+        .load(conn)?;
+    if found.is_empty() {
         passwords::verify_nothing(&request.password);
         return Err(WRONG);
-    };
-    if !passwords::verify(&user.password_hash, &request.password) {
-        return Err(WRONG);
     }
+    let Some((user, org)) = found
+        .into_iter()
+        .find(|(user, _)| passwords::verify(&user.password_hash, &request.password))
+    else {
+        return Err(WRONG);
+    };
     let role = Role::from_stored(&user.role, org.kind == "platform").ok_or(WRONG)?;
     Ok((user, org, role))
 }
@@ -417,6 +423,48 @@ pub fn refresh(
             "the refresh token is invalid, expired or revoked",
         )),
     }
+}
+
+/// Rewrites the e-mail addresses of live users stored before addresses were normalized
+/// (NFC, IDNA domain: [`Email::parse`]) in their normalized spelling, so that one mailbox
+/// cannot get a second account. An address whose normalized spelling another live user
+/// has already is left as it is (and logged): merging accounts is for people to decide.
+/// Runs at every start, after the migrations; returns how many addresses it rewrote.
+pub fn normalize_stored_emails(conn: &mut DbConnection) -> Result<usize> {
+    let live: Vec<(String, String)> = users::table
+        .filter(users::removed_at.is_null())
+        .select((users::id, users::email))
+        .load(conn)?;
+    let mut rewritten = 0;
+    for (id, stored) in live {
+        let Ok(normalized) = Email::parse(&stored) else {
+            continue;
+        };
+        if normalized.as_str() == stored {
+            continue;
+        }
+        let done = transaction(conn, |conn| {
+            let taken = users::table
+                .filter(users::email.eq(normalized.as_str()))
+                .filter(users::removed_at.is_null())
+                .select(users::id)
+                .first::<String>(conn)
+                .optional()?;
+            if taken.is_some() {
+                return Ok(false);
+            }
+            diesel::update(users::table.find(&id).filter(users::email.eq(&stored)))
+                .set(users::email.eq(normalized.as_str()))
+                .execute(conn)?;
+            Ok(true)
+        })?;
+        if done {
+            rewritten += 1;
+        } else {
+            tracing::warn!(user = %id, "e-mail address left as stored: another live user has its normalized spelling");
+        }
+    }
+    Ok(rewritten)
 }
 
 // ---------- who is calling ----------

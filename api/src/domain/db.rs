@@ -66,6 +66,16 @@ pub fn transaction<T>(
     }
 }
 
+/// Runs `work`, which opens a transaction of its own (SQLite: `BEGIN IMMEDIATE`), in this
+/// instance's writers' turn on SQLite, as [`transaction`] does.
+pub fn in_writers_turn<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T>,
+) -> Result<T> {
+    let _turn = SqliteTurn::take(conn);
+    work(conn)
+}
+
 /// Runs `work` in a transaction once, without retrying: for a caller that has its own
 /// way to go on when the transaction fails.
 pub fn transaction_once<T>(

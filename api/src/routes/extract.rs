@@ -478,19 +478,25 @@ pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     if !trusted.iter().any(|net| net.contains(&peer)) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = req
+    // Walked from the nearest hop back; a hop that is no address (`unknown`, an obfuscated
+    // name, a line that is not text) ends the walk, and the client counts as the last proxy
+    // itself: nothing beyond such a hop can be believed.
+    let hops: Vec<Option<IpAddr>> = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|line| line.split(','))
-        .filter_map(forwarded_hop)
+        .flat_map(|v| match v.to_str() {
+            Ok(line) => line.split(',').map(forwarded_hop).collect::<Vec<_>>(),
+            Err(_) => vec![None],
+        })
         .collect();
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !trusted.iter().any(|net| net.contains(ip)))
-            .unwrap_or(peer),
-    )
+    for hop in hops.into_iter().rev() {
+        match hop {
+            Some(ip) if trusted.iter().any(|net| net.contains(&ip)) => continue,
+            Some(ip) => return Some(ip),
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
 }
 
 /// One hop of `X-Forwarded-For`: an address, perhaps with a port (`203.0.113.9:5555`,
@@ -782,6 +788,11 @@ mod tests {
         );
         assert_eq!(
             client_address(&request(&[]), &trusted),
+            Some(ip("10.0.0.2"))
+        );
+        // What lies beyond a hop that is no address cannot be believed.
+        assert_eq!(
+            client_address(&request(&["9.9.7.1, unknown"]), &trusted),
             Some(ip("10.0.0.2"))
         );
     }

@@ -486,3 +486,64 @@ fn one_mailbox_written_two_ways_is_one_account() {
         "jos\u{e9}@xn--bcher-kva.example"
     );
 }
+
+/// Addresses stored before they were normalized: rewritten at start, so the mailbox keeps
+/// one account; where a second account was made meanwhile, both stay and each signs in
+/// with its own password.
+#[test]
+fn addresses_stored_before_normalization_keep_one_account_per_mailbox() {
+    use api::domain::accounts::normalize_stored_emails;
+    use schema::diesel::prelude::*;
+    use schema::schema::users;
+
+    let app = TestApp::spawn();
+    let store_as = |user_id: &str, spelling: &str| {
+        diesel::update(users::table.find(user_id))
+            .set(users::email.eq(spelling))
+            .execute(&mut app.db.connect())
+            .unwrap();
+    };
+    let signup = |email: &str, password: &str| {
+        app.post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": email, "password": password, "name": "V", "organization_name": "V"}),
+        )
+    };
+    // One old account, stored as it was spelled then: normalized at start, then its
+    // mailbox is taken in every spelling.
+    let old = signup("victim@xn--bcher-kva.example", PASSWORD);
+    assert_eq!(old.status, 201, "{}", old.text);
+    let old_id = old.json["user"]["id"].as_str().unwrap().to_string();
+    store_as(&old_id, "victim@b\u{fc}cher.example");
+    assert_eq!(normalize_stored_emails(&mut app.db.connect()).unwrap(), 1);
+    assert_eq!(
+        signup("victim@xn--bcher-kva.example", PASSWORD).problem(409),
+        "email_taken"
+    );
+    assert_eq!(
+        app.sign_in("victim@b\u{fc}cher.example", PASSWORD).status,
+        200
+    );
+
+    // Two accounts of one mailbox (one stored before, one made after): both kept, each
+    // signs in with its own password.
+    let first = signup("twin@xn--bcher-kva.example", PASSWORD);
+    let first_id = first.json["user"]["id"].as_str().unwrap().to_string();
+    store_as(&first_id, "twin@b\u{fc}cher.example");
+    let second = signup("twin@xn--bcher-kva.example", "the second long password");
+    assert_eq!(second.status, 201, "{}", second.text);
+    assert_eq!(normalize_stored_emails(&mut app.db.connect()).unwrap(), 0);
+    for (password, id) in [
+        (PASSWORD, first_id.as_str()),
+        (
+            "the second long password",
+            second.json["user"]["id"].as_str().unwrap(),
+        ),
+    ] {
+        let signed_in = app.sign_in("twin@b\u{fc}cher.example", password);
+        assert_eq!(signed_in.status, 200, "{}", signed_in.text);
+        let token = signed_in.json["access_token"].as_str().unwrap();
+        assert_eq!(app.get("/v1/me", Some(token)).json["user"]["id"], id);
+    }
+}

@@ -1046,3 +1046,45 @@ fn the_billed_quantity_matches_the_events_stored_under_concurrent_batches() {
         .unwrap();
     assert_eq!(billed["quantity"], expected, "{june}");
 }
+
+#[test]
+fn two_settings_changed_at_once_both_take_effect() {
+    let app = TestApp::spawn();
+    let op = platform(&app, "operator");
+    let b = app.signup();
+    let path = format!("/v1/organizations/{}/billing-settings", b.org_id);
+    for round in 1..=5 {
+        let (tax, fee) = std::thread::scope(|s| {
+            let patch = |body: Value| {
+                let (app, op, path) = (&app, &op, &path);
+                s.spawn(move || app.patch(path, Some(&op.token), body))
+            };
+            let tax = patch(json!({"tax_rate_bps": 100 * round}));
+            let fee = patch(json!({"fee_bps": 10 * round}));
+            (tax.join().unwrap(), fee.join().unwrap())
+        });
+        assert_eq!(
+            (tax.status, fee.status),
+            (200, 200),
+            "{} {}",
+            tax.text,
+            fee.text
+        );
+        let now = app.patch(&path, Some(&op.token), json!({}));
+        assert_eq!(
+            (
+                now.json["tax_rate_bps"].as_i64(),
+                now.json["fee_bps"].as_i64()
+            ),
+            (Some(100 * round), Some(10 * round)),
+            "round {round}: {}",
+            now.text
+        );
+    }
+    let missing = app.patch(
+        "/v1/organizations/org_missing/billing-settings",
+        Some(&op.token),
+        json!({"fee_bps": 1}),
+    );
+    assert_eq!(missing.problem(404), "not_found");
+}

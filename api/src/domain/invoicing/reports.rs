@@ -18,6 +18,7 @@ use crate::domain::audit::{self, Entry};
 use crate::domain::auth::{Caller, Capability};
 use crate::domain::catalog::offer::Money;
 use crate::domain::clock::Clock;
+use crate::domain::db::transaction;
 use crate::domain::error::{Error, Problems, Result};
 
 #[derive(Debug, Serialize)]
@@ -289,35 +290,43 @@ pub fn update_settings(
         }
     }
     problems.finish()?;
-    let (mut tax, mut fee): (Option<i32>, Option<i32>) = organizations::table
-        .find(organization_id)
-        .select((organizations::tax_rate_bps, organizations::fee_bps))
-        .first(conn)
-        .optional()?
-        .ok_or(Error::NotFound("organization"))?;
-    if let Some(t) = changes.tax_rate_bps {
-        tax = t;
-    }
-    if let Some(f) = changes.fee_bps {
-        fee = f;
-    }
-    diesel::update(organizations::table.find(organization_id))
-        .set((
-            organizations::tax_rate_bps.eq(tax),
-            organizations::fee_bps.eq(fee),
-        ))
-        .execute(conn)?;
-    audit::record(
-        conn,
-        clock,
-        Entry::new(
-            organization_id,
-            &caller.principal(),
-            "billing_settings.updated",
-            organization_id,
-        )
-        .detail(serde_json::json!({ "tax_rate_bps": tax, "fee_bps": fee })),
-    )?;
+    // Locked, read, changed and audited in one transaction: two changes of different fields
+    // at once both take effect.
+    let (tax, fee) = transaction(conn, |conn| {
+        schema::locks::organization(conn, organization_id)
+            .optional()?
+            .ok_or(Error::NotFound("organization"))?;
+        let (mut tax, mut fee): (Option<i32>, Option<i32>) = organizations::table
+            .find(organization_id)
+            .select((organizations::tax_rate_bps, organizations::fee_bps))
+            .first(conn)
+            .optional()?
+            .ok_or(Error::NotFound("organization"))?;
+        if let Some(t) = changes.tax_rate_bps {
+            tax = t;
+        }
+        if let Some(f) = changes.fee_bps {
+            fee = f;
+        }
+        diesel::update(organizations::table.find(organization_id))
+            .set((
+                organizations::tax_rate_bps.eq(tax),
+                organizations::fee_bps.eq(fee),
+            ))
+            .execute(conn)?;
+        audit::record(
+            conn,
+            clock,
+            Entry::new(
+                organization_id,
+                &caller.principal(),
+                "billing_settings.updated",
+                organization_id,
+            )
+            .detail(serde_json::json!({ "tax_rate_bps": tax, "fee_bps": fee })),
+        )?;
+        Ok((tax, fee))
+    })?;
     Ok(BillingSettings {
         organization_id: organization_id.to_string(),
         tax_rate_bps: tax,

@@ -23,26 +23,30 @@ use serde::Serialize;
 use super::mail::{self, Mailer};
 use super::{Email, WebhookPayload};
 use crate::domain::clock::{db_time, SharedClock};
+use crate::domain::db::{in_writers_turn, transaction};
 use crate::domain::error::{Error, Result};
 use crate::domain::webhooks::{self, Delivery, Sender};
 
-/// Webhooks in flight at once. Waiting on a receiver costs a socket, not a thread.
-const WEBHOOKS_IN_FLIGHT: usize = 32;
-/// Webhooks of one organization in flight at once: receivers that hang until the timeout
-/// (or a flood of one organization's events) hold a few of the slots, never all of them,
+/// Webhooks in flight at once, per instance. Waiting on a receiver costs a socket, not a
+/// thread.
+const WEBHOOKS_IN_FLIGHT: usize = 64;
+/// Webhooks of one organization in flight at once, per instance: receivers that hang until
+/// the timeout (or a flood of one organization's events) hold a few of the slots, not all,
 /// and never the e-mails', which go in a lane of their own.
 const WEBHOOKS_PER_ORGANIZATION: usize = 4;
 /// E-mails in flight at once (each holds an SMTP conversation on a blocking thread).
 const EMAILS_IN_FLIGHT: usize = 8;
-/// How long a claim holds a message: far longer than a batch can take (timeouts are seconds).
+/// How long a claim holds a message: far longer than sending it can take (timeouts are
+/// seconds; a message is claimed only when a slot is free to send it).
 pub const LEASE_SECS: i64 = 300;
 /// Deliveries tried before a message is marked `failed` (about 15 hours of retries).
 pub const MAX_ATTEMPTS: i32 = 12;
 const FIRST_BACKOFF_SECS: i64 = 30;
 const MAX_BACKOFF_SECS: i64 = 6 * 3600;
-/// Claims one lane of one call of [`Courier::deliver_due`] makes at most (the next call
-/// goes on).
-const MAX_CLAIMS: usize = 64;
+/// Messages one lane of one call of [`Courier::deliver_due`] starts at most (the next
+/// call goes on), and claims it makes at most.
+const MAX_STARTED: usize = 512;
+const MAX_CLAIMS: usize = 2 * MAX_STARTED;
 const ERROR_MAX: usize = 1000;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -154,70 +158,119 @@ impl Courier {
     /// Delivers every message due now and says what happened: e-mails and webhooks in
     /// lanes of their own, each keeping its slots busy (a message is claimed as a slot
     /// frees, and its outcome written as soon as it is known), so a slow receiver delays
-    /// nobody else's message. The worker in `serve` calls it every poll interval; tests
-    /// call it to deliver at once.
+    /// nobody else's message. Tests call it to deliver at once; `serve` runs each lane on
+    /// its own ([`Courier::run`]).
     pub async fn deliver_due(&self) -> Result<Report> {
-        let (emails, webhooks) =
-            futures_util::join!(self.deliver_lane(&EMAILS), self.deliver_lane(&WEBHOOKS));
+        let recheck = Duration::from_millis(100);
+        let (emails, webhooks) = futures_util::join!(
+            self.deliver_lane(&EMAILS, recheck),
+            self.deliver_lane(&WEBHOOKS, recheck)
+        );
         Ok(emails? + webhooks?)
     }
 
-    async fn deliver_lane(&self, lane: &Lane) -> Result<Report> {
+    /// One pass of a lane: until nothing it started is in flight. While slots are free it
+    /// looks for newly due rows every `recheck`, not only when a send ends (which may take
+    /// a receiver's whole timeout).
+    async fn deliver_lane(&self, lane: &Lane, recheck: Duration) -> Result<Report> {
         let mut report = Report::default();
         let mut in_flight = FuturesUnordered::new();
         let mut sending: HashMap<String, usize> = HashMap::new();
-        let (mut claims, mut more_due) = (0, true);
+        let (mut claims, mut started, mut more_due) = (0, 0, true);
+        // A database error stops the claiming; what is in flight is still sent and recorded.
+        let mut failure: Option<Error> = None;
         loop {
             let room = lane.in_flight - in_flight.len();
-            if more_due && room > 0 && claims < MAX_CLAIMS {
+            if failure.is_none()
+                && more_due
+                && room > 0
+                && started < MAX_STARTED
+                && claims < MAX_CLAIMS
+            {
                 claims += 1;
                 let full: Vec<String> = sending
                     .iter()
                     .filter(|(_, n)| **n >= lane.per_organization)
                     .map(|(org, _)| org.clone())
                     .collect();
-                let claimed = self.claim(lane.kind, full, room).await?;
-                more_due = claimed.len() == room;
-                let mut started = false;
+                // No more than one organization's share at a time, so few are handed back.
+                let limit = room.min(lane.per_organization);
+                let claimed = match self.claim(lane.kind, full, limit).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                };
+                more_due = claimed.len() == limit;
                 let mut unstarted = Vec::new();
+                let before = started;
                 for message in claimed {
                     let busy = sending.entry(message.organization_id.clone()).or_default();
                     if *busy < lane.per_organization {
                         *busy += 1;
-                        started = true;
+                        started += 1;
                         in_flight.push(async move {
                             let outcome = self.attempt(&message).await;
                             (message, outcome)
                         });
                     } else {
-                        unstarted.push(message.id);
+                        unstarted.push((message.id, message.attempts));
                     }
                 }
                 // Beyond their organization's share: due again at once, for a later claim.
                 if !unstarted.is_empty() {
-                    self.release(unstarted).await?;
+                    if let Err(e) = self.release(unstarted).await {
+                        failure = Some(e);
+                    }
                 }
-                if started || more_due {
+                if started > before || more_due {
                     continue;
                 }
             }
-            let Some((message, outcome)) = in_flight.next().await else {
-                return Ok(report);
+            if in_flight.is_empty() {
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(report),
+                };
+            }
+            let done = if in_flight.len() < lane.in_flight && failure.is_none() {
+                tokio::select! {
+                    done = in_flight.next() => done,
+                    _ = tokio::time::sleep(recheck) => {
+                        more_due = true;
+                        continue;
+                    }
+                }
+            } else {
+                in_flight.next().await
+            };
+            let Some((message, outcome)) = done else {
+                continue;
             };
             if let Some(busy) = sending.get_mut(&message.organization_id) {
                 *busy = busy.saturating_sub(1);
             }
             // Its organization may have more due than the claims so far could start.
             more_due = true;
-            self.record(message, outcome, &mut report).await?;
+            let id = message.id.clone();
+            if let Err(e) = self.record(message, outcome, &mut report).await {
+                // Sent (or not) but unrecorded: due again when its lease ends.
+                tracing::warn!(message = %id, error = %e, "outbox outcome not recorded");
+                failure.get_or_insert(e);
+            }
         }
     }
 
     /// Gives back messages claimed but not started, due now, their attempt not counted.
-    async fn release(&self, ids: Vec<String>) -> Result<()> {
+    async fn release(&self, claimed: Vec<(String, i32)>) -> Result<()> {
         let now = db_time(self.clock.now());
-        self.db(move |conn| Ok(schema::outbox::release(conn, &ids, now)?))
-            .await
+        self.db(move |conn| {
+            transaction(conn, |conn| {
+                Ok(schema::outbox::release(conn, &claimed, now)?)
+            })
+        })
+        .await
     }
 
     /// Claims up to `limit` due messages of `kind`, none of the organizations in `full`.
@@ -231,27 +284,38 @@ impl Courier {
         let lease_until = now + chrono::Duration::seconds(LEASE_SECS);
         self.db(move |conn| {
             let skip: Vec<&str> = full.iter().map(String::as_str).collect();
-            Ok(schema::outbox::claim_due(
-                conn,
-                kind,
-                &skip,
-                db_time(now),
-                db_time(lease_until),
-                limit as i64,
-            )?)
+            // In the writers' turn on SQLite, as other writes of this instance are.
+            in_writers_turn(conn, |conn| {
+                Ok(schema::outbox::claim_due(
+                    conn,
+                    kind,
+                    &skip,
+                    db_time(now),
+                    db_time(lease_until),
+                    limit as i64,
+                )?)
+            })
         })
         .await
     }
 
-    /// Calls [`Courier::deliver_due`] every `every`, for as long as the task lives, and
-    /// purges old messages once an hour.
+    /// Runs each lane every `every`, on its own (a long pass of webhooks to receivers that
+    /// hang never holds up the e-mails), for as long as the task lives, and purges old
+    /// messages once an hour.
     pub async fn run(self: Arc<Self>, every: Duration) {
+        futures_util::join!(
+            self.run_lane(&EMAILS, every, true),
+            self.run_lane(&WEBHOOKS, every, false)
+        );
+    }
+
+    async fn run_lane(&self, lane: &Lane, every: Duration, purges: bool) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purged_at: Option<Instant> = None;
         loop {
             tick.tick().await;
-            if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+            if purges && purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
                 purged_at = Some(Instant::now());
                 let clock = self.clock.clone();
                 match self
@@ -263,9 +327,10 @@ impl Courier {
                     Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
                 }
             }
-            match self.deliver_due().await {
+            match self.deliver_lane(lane, every).await {
                 Ok(report) if report != Report::default() => {
                     tracing::info!(
+                        lane = lane.kind,
                         sent = report.sent,
                         retrying = report.retrying,
                         failed = report.failed,
@@ -273,7 +338,9 @@ impl Courier {
                     )
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "outbox delivery pass failed"),
+                Err(e) => {
+                    tracing::warn!(lane = lane.kind, error = %e, "outbox delivery pass failed")
+                }
             }
         }
     }
