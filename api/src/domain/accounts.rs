@@ -467,6 +467,35 @@ pub fn normalize_stored_emails(conn: &mut DbConnection) -> Result<usize> {
     Ok(rewritten)
 }
 
+/// Whether a principal (a user id, or an API key's id) is still a live member of the
+/// organization, or a live key of one: what a signed URL issued to it needs at every use.
+pub fn principal_is_live(
+    conn: &mut DbConnection,
+    organization_id: &str,
+    principal: &str,
+) -> Result<bool> {
+    let found: Option<String> = if principal.starts_with("key_") {
+        api_keys::table
+            .inner_join(users::table)
+            .filter(api_keys::id.eq(principal))
+            .filter(api_keys::organization_id.eq(organization_id))
+            .filter(api_keys::revoked_at.is_null())
+            .filter(users::removed_at.is_null())
+            .select(api_keys::id)
+            .first(conn)
+            .optional()?
+    } else {
+        users::table
+            .filter(users::id.eq(principal))
+            .filter(users::organization_id.eq(organization_id))
+            .filter(users::removed_at.is_null())
+            .select(users::id)
+            .first(conn)
+            .optional()?
+    };
+    Ok(found.is_some())
+}
+
 // ---------- who is calling ----------
 
 fn caller_from(user: User, org: Organization, credential: Credential) -> Option<Caller> {

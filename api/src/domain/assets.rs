@@ -10,6 +10,7 @@ use schema::DbConnection;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::accounts;
 use super::audit::{self, Entry};
 use super::auth::{Caller, Capability};
 use super::catalog::data::{asset_view, listing_state, owned_revision, AssetView};
@@ -220,6 +221,8 @@ pub enum Reader<'a> {
     /// (none for the provider).
     SignedUrl {
         organization_id: &'a str,
+        /// The user or API key the URL was issued to.
+        by: &'a str,
         grant_id: Option<&'a str>,
     },
 }
@@ -234,13 +237,12 @@ impl Reader<'_> {
         }
     }
 
-    /// Who the audit trail names: the user or key, or `signed_url:<organization>`.
+    /// Who the audit trail names: the user or key (for a signed URL, the one it was
+    /// issued to, as `signed_url:<user or key>`).
     fn actor(&self) -> String {
         match self {
             Reader::Caller(c) => c.principal(),
-            Reader::SignedUrl {
-                organization_id, ..
-            } => format!("signed_url:{organization_id}"),
+            Reader::SignedUrl { by, .. } => format!("signed_url:{by}"),
         }
     }
 }
@@ -267,14 +269,16 @@ pub enum Denial {
     RevisionRevoked,
     BadSignature,
     UrlExpired,
+    UrlRevoked,
 }
 
 impl Denial {
-    const ALL: [Denial; 4] = [
+    const ALL: [Denial; 5] = [
         Denial::NoLiveGrant,
         Denial::RevisionRevoked,
         Denial::BadSignature,
         Denial::UrlExpired,
+        Denial::UrlRevoked,
     ];
 
     pub fn code(self) -> &'static str {
@@ -283,6 +287,7 @@ impl Denial {
             Denial::RevisionRevoked => "revision_revoked",
             Denial::BadSignature => "invalid_signature",
             Denial::UrlExpired => "url_expired",
+            Denial::UrlRevoked => "url_revoked",
         }
     }
 
@@ -296,6 +301,9 @@ impl Denial {
             }
             Denial::BadSignature => "the URL's signature does not verify",
             Denial::UrlExpired => "the signed URL has expired; ask for a new one",
+            Denial::UrlRevoked => {
+                "the member or API key this URL was issued to has been removed or revoked"
+            }
         }
     }
 
@@ -400,6 +408,8 @@ fn live_grant(
 pub struct SignedParams {
     pub org: Option<String>,
     pub grant: Option<String>,
+    /// The user or API key the URL was issued to.
+    pub by: Option<String>,
     pub expires: Option<String>,
     pub kid: Option<String>,
     pub sig: Option<String>,
@@ -410,6 +420,7 @@ impl SignedParams {
     pub fn present(&self) -> bool {
         self.org.is_some()
             || self.grant.is_some()
+            || self.by.is_some()
             || self.expires.is_some()
             || self.kid.is_some()
             || self.sig.is_some()
@@ -429,9 +440,16 @@ pub struct DownloadUrl {
 
 /// The bytes the MAC covers: every field length-prefixed, so no two different sets of
 /// parameters can produce the same message.
-fn signing_message(asset_id: &str, org: &str, grant: &str, expires: &str, kid: &str) -> Vec<u8> {
-    let mut message = b"marketplace-download-url-v1".to_vec();
-    for field in [asset_id, org, grant, expires, kid] {
+fn signing_message(
+    asset_id: &str,
+    org: &str,
+    grant: &str,
+    by: &str,
+    expires: &str,
+    kid: &str,
+) -> Vec<u8> {
+    let mut message = b"marketplace-download-url-v2".to_vec();
+    for field in [asset_id, org, grant, by, expires, kid] {
         message.extend_from_slice(format!("\n{}:", field.len()).as_bytes());
         message.extend_from_slice(field.as_bytes());
     }
@@ -443,8 +461,8 @@ fn mac(secret: &[u8]) -> Result<Hmac<Sha256>> {
 }
 
 /// Issues a URL for reading the asset without a header, signed over the asset, the caller's
-/// organization, the grant it reads under, the expiry and the signing key's id. The caller
-/// must be allowed to read now (same rule as a read).
+/// organization, the grant it reads under, the user or key it is issued to, the expiry and
+/// the signing key's id. The caller must be allowed to read now (same rule as a read).
 pub fn download_url(
     conn: &mut DbConnection,
     clock: &dyn Clock,
@@ -465,11 +483,13 @@ pub fn download_url(
     let expires_at = clock.now() + chrono::Duration::seconds(lifetime);
     let expires = expires_at.timestamp().to_string();
     let grant = access.grant_id.clone().unwrap_or_default();
+    let by = caller.principal();
     let mut mac = mac(&key.secret)?;
     mac.update(&signing_message(
         &access.asset.id,
         &access.organization_id,
         &grant,
+        &by,
         &expires,
         &key.id,
     ));
@@ -477,6 +497,7 @@ pub fn download_url(
     let query = [
         ("org", access.organization_id.as_str()),
         ("grant", grant.as_str()),
+        ("by", by.as_str()),
         ("expires", expires.as_str()),
         ("kid", key.id.as_str()),
         // Last, so a URL cut short loses the signature, not a signed field.
@@ -511,7 +532,8 @@ fn url_encode(s: &str) -> String {
 
 /// Verifies a signed URL for `asset_id` and runs the read rule for the organization it was
 /// signed for, at this moment. Any tampered byte, another asset, an unknown key: 403
-/// `invalid_signature`; past its expiry: 403 `url_expired`.
+/// `invalid_signature`; past its expiry: 403 `url_expired`; issued to a member since
+/// removed, or to an API key since revoked: 403 `url_revoked`.
 pub fn authorize_signed(
     conn: &mut DbConnection,
     clock: &dyn Clock,
@@ -519,8 +541,9 @@ pub fn authorize_signed(
     params: &SignedParams,
 ) -> Result<ReadAccess> {
     let bad = || Error::from(Denial::BadSignature);
-    let (Some(org), Some(expires), Some(kid), Some(sig)) = (
+    let (Some(org), Some(by), Some(expires), Some(kid), Some(sig)) = (
         params.org.as_deref(),
+        params.by.as_deref(),
         params.expires.as_deref(),
         params.kid.as_deref(),
         params.sig.as_deref(),
@@ -534,15 +557,19 @@ pub fn authorize_signed(
         .find(|k| k.id == kid)
         .ok_or_else(bad)?;
     let mut mac = mac(&key.secret)?;
-    mac.update(&signing_message(asset_id, org, grant, expires, kid));
+    mac.update(&signing_message(asset_id, org, grant, by, expires, kid));
     // Constant-time comparison.
     mac.verify_slice(&signature).map_err(|_| bad())?;
     let expires: i64 = expires.parse().map_err(|_| bad())?;
     if clock.now().timestamp() >= expires {
         return Err(Denial::UrlExpired.into());
     }
+    if !accounts::principal_is_live(conn, org, by)? {
+        return Err(Denial::UrlRevoked.into());
+    }
     let reader = Reader::SignedUrl {
         organization_id: org,
+        by,
         grant_id: Some(grant).filter(|g| !g.is_empty()),
     };
     authorize_read(conn, clock, reader, asset_id)
@@ -664,12 +691,12 @@ mod tests {
     #[test]
     fn signing_messages_are_unambiguous() {
         assert_ne!(
-            signing_message("a", "b\n1:c", "", "1", "k"),
-            signing_message("a", "b", "c", "1", "k")
+            signing_message("a", "b\n1:c", "", "u", "1", "k"),
+            signing_message("a", "b", "c", "u", "1", "k")
         );
         assert_ne!(
-            signing_message("ab", "c", "", "1", "k"),
-            signing_message("a", "bc", "", "1", "k")
+            signing_message("ab", "c", "", "u", "1", "k"),
+            signing_message("a", "bc", "", "u", "1", "k")
         );
     }
 

@@ -874,6 +874,7 @@ fn signed_urls_work_without_a_header_and_refuse_any_change() {
     let lifetime = (expires_at - chrono::Utc::now()).num_seconds();
     assert!((290..=300).contains(&lifetime), "{lifetime}");
     assert!(url.contains(&format!("org={}", s.provider.org_id)));
+    assert!(url.contains(&format!("by={}", s.provider.user_id)));
 
     let (status, headers, body) = fetch(&app, &url, None, &[]);
     assert_eq!(status, 200);
@@ -919,6 +920,7 @@ fn signed_urls_work_without_a_header_and_refuse_any_change() {
         with("expires", &format!("0{expires}")),
         with("org", &outsider.org_id),
         with("grant", "grt_x"),
+        with("by", &outsider.user_id),
         with("kid", "sk_unknown"),
         with("sig", "zz"),
         with("sig", ""),
@@ -992,6 +994,42 @@ fn signed_urls_work_without_a_header_and_refuse_any_change() {
         app.get(&format!("/v1/assets/{id}/content"), None)
             .problem(401),
         "unauthorized"
+    );
+
+    // A URL dies with the member it was issued to, or the API key.
+    let colleague = app.add_member(&s.provider, "member");
+    let (key_id, key) = app.api_key(&s.provider, &["read"]);
+    let url_of = |token: &str| {
+        app.post(
+            &format!("/v1/assets/{id}/download-url"),
+            Some(token),
+            json!({}),
+        )
+        .json["url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (by_colleague, by_key) = (url_of(&colleague.token), url_of(&key));
+    assert!(by_key.contains(&format!("by={key_id}")));
+    assert_eq!(fetch(&app, &by_colleague, None, &[]).0, 200);
+    assert_eq!(fetch(&app, &by_key, None, &[]).0, 200);
+    let removed = app.delete(
+        &format!("/v1/organization/members/{}", colleague.user_id),
+        Some(&s.provider.token),
+    );
+    assert_eq!(removed.status, 204);
+    let r = client().get(&by_colleague).send().map(reply).unwrap();
+    assert_eq!(r.problem(403), "url_revoked");
+    assert_eq!(fetch(&app, &by_key, None, &[]).0, 200);
+    let revoked = app.delete(&format!("/v1/api-keys/{key_id}"), Some(&s.provider.token));
+    assert_eq!(revoked.status, 204);
+    let r = client().get(&by_key).send().map(reply).unwrap();
+    assert_eq!(r.problem(403), "url_revoked");
+    assert_eq!(
+        fetch(&app, &url, None, &[]).0,
+        200,
+        "the admin's URL lives on"
     );
 }
 
@@ -1159,7 +1197,7 @@ fn every_read_is_audited_with_the_bytes_sent() {
         find(&key_id, json!("69990-69999/70000")).detail["bytes_sent"],
         10
     );
-    let signed = find(&format!("signed_url:{}", s.provider.org_id), Value::Null);
+    let signed = find(&format!("signed_url:{}", s.provider.user_id), Value::Null);
     assert_eq!(signed.detail["via"], "signed_url");
     assert_eq!(signed.detail["bytes_sent"], 70_000);
 
