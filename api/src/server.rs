@@ -49,9 +49,11 @@ impl Application {
         .context("cannot open the database")?;
         let tokens = {
             let mut conn = pool.get().context("cannot get a database connection")?;
-            let rewritten = accounts::normalize_stored_emails(&mut conn).map_err(anyhow_of)?;
-            if rewritten > 0 {
-                tracing::info!(rewritten, "stored e-mail addresses normalized");
+            // Not a reason to refuse to start: the next start tries again.
+            match accounts::normalize_stored_emails(&mut conn) {
+                Ok(0) => {}
+                Ok(rewritten) => tracing::info!(rewritten, "stored e-mail addresses normalized"),
+                Err(e) => tracing::warn!(error = %e, "stored e-mail addresses not normalized"),
             }
             let current = secrets::current_or_create(&mut conn, clock.as_ref(), JWT_PURPOSE)
                 .map_err(anyhow_of)?;

@@ -429,10 +429,16 @@ pub fn refresh(
 /// (NFC, IDNA domain: [`Email::parse`]) in their normalized spelling, so that one mailbox
 /// cannot get a second account. An address whose normalized spelling another live user
 /// has already is left as it is (and logged): merging accounts is for people to decide.
-/// Runs at every start, after the migrations; returns how many addresses it rewrote.
+/// Runs at every start, after the migrations; returns how many addresses it rewrote. Only
+/// addresses with a character beyond ASCII can change (they were lower-cased already), so
+/// only those are read.
 pub fn normalize_stored_emails(conn: &mut DbConnection) -> Result<usize> {
+    let beyond_ascii = diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "length(users.email) <> octet_length(users.email)",
+    );
     let live: Vec<(String, String)> = users::table
         .filter(users::removed_at.is_null())
+        .filter(beyond_ascii)
         .select((users::id, users::email))
         .load(conn)?;
     let mut rewritten = 0;
@@ -453,10 +459,15 @@ pub fn normalize_stored_emails(conn: &mut DbConnection) -> Result<usize> {
             if taken.is_some() {
                 return Ok(false);
             }
-            diesel::update(users::table.find(&id).filter(users::email.eq(&stored)))
+            // Another instance, or a sign-up, may take the spelling meanwhile.
+            match diesel::update(users::table.find(&id).filter(users::email.eq(&stored)))
                 .set(users::email.eq(normalized.as_str()))
-                .execute(conn)?;
-            Ok(true)
+                .execute(conn)
+            {
+                Ok(n) => Ok(n > 0),
+                Err(e) if schema::is_unique_violation(&e) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
         })?;
         if done {
             rewritten += 1;

@@ -591,8 +591,9 @@ pub struct ReadRecord {
     pub client_address: Option<String>,
 }
 
-/// Records an `asset.read` audit event: who (user, key or `signed_url:<org>`), which asset,
-/// the bytes sent, the range, when, from where, under which grant.
+/// Records an `asset.read` audit event: who (a user, a key, or `signed_url:<the user or key
+/// it was issued to>`), which asset, the bytes sent, the range, when, from where, under
+/// which grant.
 pub fn record_read(
     conn: &mut DbConnection,
     clock: &dyn Clock,

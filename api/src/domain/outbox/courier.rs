@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::prelude::*;
 use futures_util::stream::FuturesUnordered;
@@ -44,7 +44,7 @@ pub const MAX_ATTEMPTS: i32 = 12;
 const FIRST_BACKOFF_SECS: i64 = 30;
 const MAX_BACKOFF_SECS: i64 = 6 * 3600;
 /// Messages one lane of one call of [`Courier::deliver_due`] starts at most (the next
-/// call goes on), and claims it makes at most.
+/// call goes on), and claims it makes at most; `serve`'s lanes have no such end.
 const MAX_STARTED: usize = 512;
 const MAX_CLAIMS: usize = 2 * MAX_STARTED;
 const ERROR_MAX: usize = 1000;
@@ -84,6 +84,24 @@ impl std::ops::Add for Report {
             failed: self.failed + other.failed,
         }
     }
+}
+
+/// How long a lane goes on.
+enum Pass {
+    /// Until what is due now is sent (tests, `deliver_due`).
+    Once,
+    /// For as long as the server runs.
+    Forever,
+}
+
+fn log_report(lane: &Lane, report: &Report) {
+    tracing::info!(
+        lane = lane.kind,
+        sent = report.sent,
+        retrying = report.retrying,
+        failed = report.failed,
+        "outbox delivered"
+    );
 }
 
 /// One kind of message, sent apart from the other kind.
@@ -158,35 +176,40 @@ impl Courier {
     /// Delivers every message due now and says what happened: e-mails and webhooks in
     /// lanes of their own, each keeping its slots busy (a message is claimed as a slot
     /// frees, and its outcome written as soon as it is known), so a slow receiver delays
-    /// nobody else's message. Tests call it to deliver at once; `serve` runs each lane on
-    /// its own ([`Courier::run`]).
+    /// nobody else's message. Tests call it to deliver at once; `serve` keeps each lane
+    /// going on its own ([`Courier::run`]).
     pub async fn deliver_due(&self) -> Result<Report> {
         let recheck = Duration::from_millis(100);
         let (emails, webhooks) = futures_util::join!(
-            self.deliver_lane(&EMAILS, recheck),
-            self.deliver_lane(&WEBHOOKS, recheck)
+            self.deliver_lane(&EMAILS, recheck, Pass::Once),
+            self.deliver_lane(&WEBHOOKS, recheck, Pass::Once)
         );
         Ok(emails? + webhooks?)
     }
 
-    /// One pass of a lane: until nothing it started is in flight. While slots are free it
-    /// looks for newly due rows every `recheck`, not only when a send ends (which may take
-    /// a receiver's whole timeout).
-    async fn deliver_lane(&self, lane: &Lane, recheck: Duration) -> Result<Report> {
+    /// Sends a lane's messages. While slots are free it looks for newly due rows every
+    /// `recheck`, not only when a send ends (which may take a receiver's whole timeout).
+    /// [`Pass::Once`] starts at most [`MAX_STARTED`] and returns once nothing it started
+    /// is in flight; [`Pass::Forever`] never drains, logs what it did each time it falls
+    /// idle, and goes on after a database error.
+    async fn deliver_lane(&self, lane: &Lane, recheck: Duration, pass: Pass) -> Result<Report> {
+        let forever = matches!(pass, Pass::Forever);
         let mut report = Report::default();
         let mut in_flight = FuturesUnordered::new();
         let mut sending: HashMap<String, usize> = HashMap::new();
         let (mut claims, mut started, mut more_due) = (0, 0, true);
-        // A database error stops the claiming; what is in flight is still sent and recorded.
+        // Once: a database error stops the claiming; what is in flight is still sent and
+        // recorded, then the error is returned.
         let mut failure: Option<Error> = None;
         loop {
             let room = lane.in_flight - in_flight.len();
-            if failure.is_none()
-                && more_due
-                && room > 0
-                && started < MAX_STARTED
-                && claims < MAX_CLAIMS
-            {
+            let budget = if forever {
+                room
+            } else {
+                room.min(MAX_STARTED - started)
+                    .min(if claims < MAX_CLAIMS { room } else { 0 })
+            };
+            if failure.is_none() && more_due && budget > 0 {
                 claims += 1;
                 let full: Vec<String> = sending
                     .iter()
@@ -194,11 +217,12 @@ impl Courier {
                     .map(|(org, _)| org.clone())
                     .collect();
                 // No more than one organization's share at a time, so few are handed back.
-                let limit = room.min(lane.per_organization);
+                let limit = budget.min(lane.per_organization);
                 let claimed = match self.claim(lane.kind, full, limit).await {
                     Ok(claimed) => claimed,
                     Err(e) => {
-                        failure = Some(e);
+                        self.note_failure(lane, e, forever, &mut failure);
+                        more_due = false;
                         continue;
                     }
                 };
@@ -221,7 +245,7 @@ impl Courier {
                 // Beyond their organization's share: due again at once, for a later claim.
                 if !unstarted.is_empty() {
                     if let Err(e) = self.release(unstarted).await {
-                        failure = Some(e);
+                        self.note_failure(lane, e, forever, &mut failure);
                     }
                 }
                 if started > before || more_due {
@@ -229,10 +253,19 @@ impl Courier {
                 }
             }
             if in_flight.is_empty() {
-                return match failure {
-                    Some(e) => Err(e),
-                    None => Ok(report),
-                };
+                if !forever {
+                    return match failure {
+                        Some(e) => Err(e),
+                        None => Ok(report),
+                    };
+                }
+                if report != Report::default() {
+                    log_report(lane, &report);
+                    report = Report::default();
+                }
+                tokio::time::sleep(recheck).await;
+                more_due = true;
+                continue;
             }
             let done = if in_flight.len() < lane.in_flight && failure.is_none() {
                 tokio::select! {
@@ -257,8 +290,17 @@ impl Courier {
             if let Err(e) = self.record(message, outcome, &mut report).await {
                 // Sent (or not) but unrecorded: due again when its lease ends.
                 tracing::warn!(message = %id, error = %e, "outbox outcome not recorded");
-                failure.get_or_insert(e);
+                self.note_failure(lane, e, forever, &mut failure);
             }
+        }
+    }
+
+    /// A database error in a lane: kept to end a single pass with, or (forever) logged.
+    fn note_failure(&self, lane: &Lane, e: Error, forever: bool, failure: &mut Option<Error>) {
+        if forever {
+            tracing::warn!(lane = lane.kind, error = %e, "outbox lane: database error");
+        } else {
+            failure.get_or_insert(e);
         }
     }
 
@@ -299,24 +341,16 @@ impl Courier {
         .await
     }
 
-    /// Runs each lane every `every`, on its own (a long pass of webhooks to receivers that
-    /// hang never holds up the e-mails), for as long as the task lives, and purges old
-    /// messages once an hour.
+    /// Keeps each lane going on its own, looking for due rows every `every` while it has
+    /// room (a long wait on receivers that hang never holds up the e-mails, nor the other
+    /// organizations' webhooks), for as long as the task lives, and purges old messages
+    /// once an hour.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        futures_util::join!(
-            self.run_lane(&EMAILS, every, true),
-            self.run_lane(&WEBHOOKS, every, false)
-        );
-    }
-
-    async fn run_lane(&self, lane: &Lane, every: Duration, purges: bool) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut purged_at: Option<Instant> = None;
-        loop {
-            tick.tick().await;
-            if purges && purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
-                purged_at = Some(Instant::now());
+        let purge = async {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
                 let clock = self.clock.clone();
                 match self
                     .db(move |conn| super::purge(conn, clock.as_ref()))
@@ -327,22 +361,12 @@ impl Courier {
                     Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
                 }
             }
-            match self.deliver_lane(lane, every).await {
-                Ok(report) if report != Report::default() => {
-                    tracing::info!(
-                        lane = lane.kind,
-                        sent = report.sent,
-                        retrying = report.retrying,
-                        failed = report.failed,
-                        "outbox delivered"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(lane = lane.kind, error = %e, "outbox delivery pass failed")
-                }
-            }
-        }
+        };
+        let _ = futures_util::join!(
+            purge,
+            self.deliver_lane(&EMAILS, every, Pass::Forever),
+            self.deliver_lane(&WEBHOOKS, every, Pass::Forever)
+        );
     }
 
     async fn attempt(&self, message: &OutboxMessage) -> Outcome {
