@@ -284,16 +284,18 @@ pub async fn idempotency(
 /// The body as an idempotency key's request hash reads it: JSON in one spelling (keys sorted,
 /// no spaces, `1.0` and `1e0` as `1` as handlers read them; no body at all as `{}`), so a
 /// retry that serializes the same request again matches; anything else as its bytes. A
-/// `password` is left out: the hash is kept 24 hours, and a fast hash of a password would
-/// let whoever reads the database guess it far faster than its argon2id hash allows.
+/// `password` counts by its length only: the hash is kept 24 hours, and a fast hash of a
+/// password would let whoever reads the database guess it far faster than its argon2id
+/// hash allows (its presence and length still tell a retry from a request that breaks the
+/// password's rules).
 fn canonical_body(body: &[u8]) -> Cow<'_, [u8]> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Cow::Borrowed(b"{}");
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(mut value) => {
-            if let Some(fields) = value.as_object_mut() {
-                fields.remove("password");
+            if let Some(serde_json::Value::String(password)) = value.get_mut("password") {
+                *password = format!("<{} characters>", password.chars().count());
             }
             integral_numbers(&mut value);
             serde_json::to_vec(&value).map_or(Cow::Borrowed(body), Cow::Owned)
@@ -367,6 +369,15 @@ mod tests {
     #[actix_web::test]
     async fn no_password_reaches_the_request_hash() {
         let body = canonical_body(br#"{"email":"a@example.com","password":"Summer2026!!x"}"#);
-        assert_eq!(&*body, br#"{"email":"a@example.com"}"#);
+        assert_eq!(
+            &*body,
+            br#"{"email":"a@example.com","password":"<13 characters>"}"#
+        );
+        // A request without one, or with one of another kind, is another request.
+        assert_ne!(body, canonical_body(br#"{"email":"a@example.com"}"#));
+        assert_ne!(
+            body,
+            canonical_body(br#"{"email":"a@example.com","password":1}"#)
+        );
     }
 }
