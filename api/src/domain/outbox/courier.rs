@@ -281,8 +281,12 @@ impl Courier {
             let Some((message, outcome)) = done else {
                 continue;
             };
+            // Forgotten at zero: a lane that runs for months meets many organizations.
             if let Some(busy) = sending.get_mut(&message.organization_id) {
                 *busy = busy.saturating_sub(1);
+                if *busy == 0 {
+                    sending.remove(&message.organization_id);
+                }
             }
             // Its organization may have more due than the claims so far could start.
             more_due = true;
