@@ -1074,6 +1074,19 @@ fn endpoints_created_at_once_stop_at_the_limit() {
     );
 }
 
+/// `count` endpoints of `admin`'s organization on the receiver that hangs, for requests.
+fn hanging_endpoints(app: &TestApp, admin: &User, hanging: &GatedReceiver, count: usize) {
+    for i in 0..count {
+        let created = endpoint(
+            app,
+            admin,
+            &hanging.url(&format!("/in/{i}")),
+            &["subscription.requested"],
+        );
+        assert_eq!(created.status, 201, "{}", created.text);
+    }
+}
+
 #[test]
 fn receivers_that_hang_delay_no_other_organizations_messages() {
     let app = Arc::new(TestApp::builder().webhook_allow_private(true).spawn());
@@ -1081,15 +1094,7 @@ fn receivers_that_hang_delay_no_other_organizations_messages() {
     let (mp, mq) = (market(&app, &p), market(&app, &q));
     // The provider p: four endpoints whose receiver hangs, and two requests to tell them of.
     let hanging = GatedReceiver::start();
-    for i in 0..4 {
-        let created = endpoint(
-            &app,
-            &p,
-            &hanging.url(&format!("/in/{i}")),
-            &["subscription.requested"],
-        );
-        assert_eq!(created.status, 201, "{}", created.text);
-    }
+    hanging_endpoints(&app, &p, &hanging, 4);
     for _ in 0..2 {
         subscribe(&app, &app.signup(), &mp.approval);
     }
@@ -1172,15 +1177,7 @@ fn the_worker_sends_e_mails_while_its_webhooks_wait_on_receivers_that_hang() {
     let (p, q) = (app.signup(), app.signup());
     let (mp, mq) = (market(&app, &p), market(&app, &q));
     let hanging = GatedReceiver::start();
-    for i in 0..4 {
-        let created = endpoint(
-            &app,
-            &p,
-            &hanging.url(&format!("/in/{i}")),
-            &["subscription.requested"],
-        );
-        assert_eq!(created.status, 201, "{}", created.text);
-    }
+    hanging_endpoints(&app, &p, &hanging, 4);
     subscribe(&app, &app.signup(), &mp.approval);
     let deadline = Instant::now() + Duration::from_secs(8);
     while hanging.held() < 4 {
